@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { DS_ACTIONS, TM_ACTIONS } from "../../actions/registry.ts";
+import { runCommand } from "../../core/remote/process.ts";
+import { installInto, onestor } from "../support/run_onestor.ts";
+
+function listDir(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+}
+
+Deno.test("install lays a launcher and every action of the spec, and the symlinks reach their action", async () => {
+  const remotes = await Deno.makeTempDir();
+  try {
+    const { tm, ds } = await installInto(remotes);
+    for (const action of TM_ACTIONS) {
+      const info = Deno.lstatSync(`${tm}/${action.name}`);
+      if (action.name === "monitor_ds") assert.ok(info.isFile, "monitor_ds is a plain script for the hosts");
+      else assert.equal(Deno.readLinkSync(`${tm}/${action.name}`), ".onestor");
+    }
+    for (const action of DS_ACTIONS) assert.equal(Deno.readLinkSync(`${ds}/${action.name}`), ".onestor");
+    assert.ok((Deno.statSync(`${tm}/.onestor`).mode! & 0o111) !== 0, "launcher is executable");
+
+    // TM monitor through its symlink: reads stdin, prints nothing, exit 0.
+    const monitor = await runCommand([`${tm}/monitor`, "100"], { stdin: "PERTX0RSSVZFUl9BQ1RJT05fREFUQT4=" });
+    assert.equal(monitor.code, 0, monitor.stderr);
+    assert.equal(monitor.stdout, "");
+
+    // Wrong argument count: one clear line, non-zero exit.
+    const bad = await runCommand([`${tm}/clone`, "only-one-arg"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /Wrong number of arguments for tm action clone: got 1, expected 4/);
+
+    // An unknown action name in a driver folder.
+    Deno.symlinkSync(".onestor", `${tm}/frobnicate`);
+    const unknown = await runCommand([`${tm}/frobnicate`]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /Unknown TM action 'frobnicate'/);
+    Deno.removeSync(`${tm}/frobnicate`);
+  } finally {
+    await Deno.remove(remotes, { recursive: true });
+  }
+});
+
+Deno.test("install is idempotent and uninstall removes exactly what it laid, restoring stock files", async () => {
+  const remotes = await Deno.makeTempDir();
+  try {
+    // A stock ssh driver with a file onestor replaces and one it does not know.
+    Deno.mkdirSync(`${remotes}/tm/ssh`, { recursive: true });
+    Deno.writeTextFileSync(`${remotes}/tm/ssh/clone`, "#!/bin/sh\necho stock clone\n");
+    Deno.writeTextFileSync(`${remotes}/tm/ssh/ssh_utils.sh`, "# stock library\n");
+    Deno.mkdirSync(`${remotes}/datastore/fs`, { recursive: true });
+    Deno.writeTextFileSync(`${remotes}/datastore/fs/cp`, "#!/bin/sh\necho stock cp\n");
+    const before = listDir(`${remotes}/tm/ssh`);
+
+    await installInto(remotes, { tm: "ssh", ds: "fs" });
+    const first = listDir(`${remotes}/tm/ssh`);
+    await installInto(remotes, { tm: "ssh", ds: "fs" });
+    assert.deepEqual(listDir(`${remotes}/tm/ssh`), first, "second install changes nothing");
+    assert.equal(Deno.readLinkSync(`${remotes}/tm/ssh/clone`), ".onestor");
+    assert.equal(Deno.readTextFileSync(`${remotes}/tm/ssh/.onestor-backup/clone`), "#!/bin/sh\necho stock clone\n");
+
+    const result = await onestor(["install", "--remotes", remotes, "--tm-name", "ssh", "--ds-name", "fs", "--uninstall"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(listDir(`${remotes}/tm/ssh`), before);
+    assert.equal(Deno.readTextFileSync(`${remotes}/tm/ssh/clone`), "#!/bin/sh\necho stock clone\n");
+    assert.deepEqual(listDir(`${remotes}/datastore/fs`), ["cp"]);
+    assert.equal(Deno.readTextFileSync(`${remotes}/datastore/fs/cp`), "#!/bin/sh\necho stock cp\n");
+  } finally {
+    await Deno.remove(remotes, { recursive: true });
+  }
+});
+
+Deno.test("install prints the oned.conf lines and refuses a hostile driver name", async () => {
+  const remotes = await Deno.makeTempDir();
+  try {
+    const ok = await onestor(["install", "--remotes", remotes]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /TM_MAD = \[ EXECUTABLE = "one_tm", ARGUMENTS = "-t 15 -d [a-z0-9_,]*,onestor" \]/);
+    assert.match(ok.stdout, /TM_MAD_CONF = \[ NAME = "onestor", LN_TARGET = "SYSTEM", CLONE_TARGET = "SYSTEM"/);
+    assert.match(ok.stdout, /DS_MAD_CONF = \[ NAME = "onestor"/);
+    const bad = await onestor(["install", "--remotes", remotes, "--tm-name", "x;rm -rf /"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /Invalid driver name/);
+  } finally {
+    await Deno.remove(remotes, { recursive: true });
+  }
+});
+
+Deno.test("onestor answers --help, --version and refuses unknown commands", async () => {
+  const help = await onestor(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /onestor tm <action>/);
+  const version = await onestor(["--version"]);
+  assert.match(version.stdout, /^onestor \d+\.\d+\.\d+/);
+  const unknown = await onestor(["frobnicate"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /Unknown command 'frobnicate'/);
+  const tmUnknown = await onestor(["tm", "nope"]);
+  assert.notEqual(tmUnknown.code, 0);
+  assert.match(tmUnknown.stderr, /Unknown TM action 'nope'/);
+});
