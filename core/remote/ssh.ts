@@ -40,7 +40,12 @@ export interface SshRunOptions extends Omit<RunOptions, "env" | "cwd"> {
   check?: boolean;
   /** What the command does, for the error message ("Error creating directory ..."). */
   what?: string;
+  /** Shell that runs the script on the remote host: `sh` (default) or `bash` (pipefail). */
+  shell?: RemoteShell;
 }
+
+/** Shells a remote script may ask for; every OpenNebula host has both. */
+export type RemoteShell = "sh" | "bash";
 
 const UNREACHABLE =
   /Connection refused|Connection timed out|timed out|No route to host|Could not resolve hostname|Name or service not known|Temporary failure in name resolution|Network is unreachable|Connection reset|Connection closed by|kex_exchange_identification|banner exchange|Broken pipe|mux_client_request_session/i;
@@ -150,19 +155,19 @@ export class SshClient {
   }
 
   /** The full ssh argv that runs `script` on `host`. */
-  argv(host: string, script: ShellScript, hopOptions: readonly string[] = []): string[] {
+  argv(host: string, script: ShellScript, hopOptions: readonly string[] = [], shell: RemoteShell = "sh"): string[] {
     return [
       this.settings.program ?? "ssh",
       ...this.optionArgs(hopOptions),
       "--",
       host,
-      remoteCommand(script),
+      remoteCommand(script, shell),
     ];
   }
 
   /** Runs `script` on `host`; throws a {@linkcode RemoteError} naming the host when it fails. */
   async run(host: string, script: ShellScript, options: SshRunOptions = {}): Promise<RunResult> {
-    const result = await runCommand(this.argv(host, script, options.hopOptions), options);
+    const result = await runCommand(this.argv(host, script, options.hopOptions, options.shell), options);
     if (result.code === 0) return result;
     const kind = classifySshFailure(result.code, result.stderr, result.timedOut);
     if (kind === "command" && options.check === false) return result;
@@ -211,8 +216,8 @@ export class SshClient {
 }
 
 /** The single word given to ssh as remote command: the script run by `sh -c` under the C locale. */
-export function remoteCommand(script: ShellScript): string {
-  return `LC_ALL=C LANG=C sh -c ${quote(script.text)}`;
+export function remoteCommand(script: ShellScript, shell: RemoteShell = "sh"): string {
+  return `LC_ALL=C LANG=C ${shell} -c ${quote(script.text)}`;
 }
 
 /**
@@ -223,10 +228,10 @@ export function remoteCommand(script: ShellScript): string {
 export function hopScript(
   target: string,
   script: ShellScript,
-  hopOptions: readonly string[] = [],
-  connectTimeout = 10,
+  options: { hopOptions?: readonly string[]; connectTimeout?: number; shell?: RemoteShell } = {},
 ): ShellScript {
-  return sh`ssh -o BatchMode=yes -o ConnectTimeout=${connectTimeout} -o LogLevel=ERROR -T -x ${[
-    ...hopOptions,
-  ]} -- ${target} ${remoteCommand(script)}`;
+  const hop = [...(options.hopOptions ?? [])];
+  return sh`ssh -o BatchMode=yes -o ConnectTimeout=${options.connectTimeout ?? 10} -o LogLevel=ERROR -T -x ${hop} -- ${target} ${
+    remoteCommand(script, options.shell)
+  }`;
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what onestor's demo, tests and benchmarks need on a Debian machine: the Debian packages
+# (when run as root and something is missing) and Deno from the npm registry. Idempotent and quick
+# when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  openssh-server openssh-client qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
+  libvirt-clients e2fsprogs xfsprogs dosfstools xorriso genisoimage rsync xz-utils bzip2 gzip file
+  procps iproute2 util-linux curl coreutils tar
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (run as root to install them): ${missing[*]}" >&2
+  fi
+fi
+
+if [ ! -x node_modules/.bin/deno ] || ! node_modules/.bin/deno --version 2>/dev/null | grep -q '^deno 2\.9\.6'; then
+  echo "setup: installing Deno 2.9.6 from the npm registry" >&2
+  npm install --no-audit --no-fund --loglevel=error >/dev/null
+fi
