@@ -185,7 +185,7 @@ Deno.test("loadConfig() returns the defaults when no file exists", () => {
     equal(config.sshControlPersist, 60);
     deepStrictEqual(config.sshOpts, []);
     equal(config.sshForwardAgent, false);
-    equal(config.transferChecksum, "sha256");
+    equal(config.transferChecksum, "blake2b");
     equal(config.transferCompression, "none");
     equal(config.transferBwLimit, null);
     equal(config.logLevel, "info");
@@ -388,7 +388,7 @@ Deno.test("loadConfig() refuses a bad value naming file, line, key and expected 
     [
       "onestor.conf",
       "TRANSFER_CHECKSUM=sha1",
-      /TRANSFER_CHECKSUM must be one of sha256, md5, none, not "sha1"/,
+      /TRANSFER_CHECKSUM must be one of blake2b, sha256, md5, none, not "sha1"/,
     ],
     ["onestor.conf", "TRANSFER_BW_LIMIT=fast", /TRANSFER_BW_LIMIT must be a size such as 100M/],
     ["fs.conf", "DD_BLOCK_SIZE=64x", /DD_BLOCK_SIZE must be a dd block size/],
