@@ -175,6 +175,10 @@ labTest("exec() runs with a clean environment, stdin, cwd, user and timeout", as
   assert.ok(Date.now() - start < 5000);
   const left = await lab.exec("frontend", ["pgrep", "-x", "sleep"]);
   assert.equal(left.stdout, "", "the timeout kills the whole command");
+  // A daemon that escaped the command's process tree but holds its stdout does not hang exec.
+  const held = await lab.sh("frontend", "setsid sleep 30 & echo started", { timeoutMs: 500 });
+  assert.equal(held.code, 124);
+  assert.equal(held.stdout, "started\n");
 });
 
 labTest("stopSshd() takes a host off the network, startSshd() brings it back", async () => {
@@ -207,7 +211,8 @@ labTest("stopSshd() takes a host off the network, startSshd() brings it back", a
 });
 
 labTest("stop() leaves no process, mount, route or file behind", async () => {
-  const lab = await Lab.start({ extraDirs: ["/etc/libvirt", "/run/libvirt"] });
+  await assert.rejects(Lab.start({ extraDirs: ["/etc"] }), /Invalid extra dir: \/etc/);
+  const lab = await Lab.start({ extraDirs: ["/etc/libvirt", "/run/libvirt/"] });
   // Something running in a host, as a reparented daemon.
   await lab.sh("hv1", "setsid sleep 1000 >/dev/null 2>&1 < /dev/null &");
   const state = await recordedState(lab);

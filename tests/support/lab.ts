@@ -116,7 +116,6 @@ const TOOLS = {
   ssh: "openssh-client",
   "ssh-keygen": "openssh-client",
   perl: "perl-base",
-  ip: "iproute2",
   useradd: "passwd",
   groupadd: "passwd",
   usermod: "passwd",
@@ -295,6 +294,16 @@ async function listening(address: string): Promise<boolean> {
   }
 }
 
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
 /** Writes a file atomically (temp name, then rename) with the given mode. */
 async function writeFileAtomic(path: string, data: string, mode = 0o644): Promise<void> {
   const tmp = `${path}.${Deno.pid}.tmp`;
@@ -357,26 +366,20 @@ function mountsUnder(dir: string): string[] {
  * handshake; quick ACKs on both directions make `ssh host true` ~3x faster. Only traffic of this
  * subnet is affected and it still stays on lo. Best effort: a lab without it is only slower.
  */
-async function addRoute(subnet: string): Promise<boolean> {
-  const r = await run(mustTool("ip"), [
-    "route",
-    "replace",
-    "local",
-    `127.${subnet}.0/24`,
-    "dev",
-    "lo",
-    "table",
-    "local",
-    "quickack",
-    "1",
-    "src",
-    `127.${subnet}.1`,
-  ]);
-  return r.code === 0;
+async function addRoute(subnet: string): Promise<void> {
+  const ip = tool("ip"); // iproute2, missing in minimal containers
+  if (!ip) return;
+  const args = `route replace local 127.${subnet}.0/24 dev lo table local quickack 1 src 127.${subnet}.1`;
+  await run(ip, args.split(" "));
+}
+
+function deleteRouteArgs(subnet: string): string[] {
+  return `route del local 127.${subnet}.0/24 table local`.split(" ");
 }
 
 async function deleteRoute(subnet: string): Promise<void> {
-  await run(mustTool("ip"), ["route", "del", "local", `127.${subnet}.0/24`, "table", "local"]);
+  const ip = tool("ip");
+  if (ip) await run(ip, deleteRouteArgs(subnet));
 }
 
 /**
@@ -395,12 +398,9 @@ async function removeLabDir(dir: string, subnet: string | null): Promise<void> {
 
 function removeLabDirSync(dir: string, subnet: string | null): void {
   try {
-    if (subnet) {
-      new Deno.Command(mustTool("ip"), {
-        args: ["route", "del", "local", `127.${subnet}.0/24`, "table", "local"],
-        stdout: "null",
-        stderr: "null",
-      }).outputSync();
+    const ip = tool("ip");
+    if (subnet && ip) {
+      new Deno.Command(ip, { args: deleteRouteArgs(subnet), stdout: "null", stderr: "null" }).outputSync();
     }
     for (const m of mountsUnder(dir)) {
       new Deno.Command(mustTool("umount"), { args: ["--lazy", m], stdout: "null", stderr: "null" })
@@ -462,26 +462,12 @@ function prepareMachine(): Promise<Machine> {
   return machinePromise ??= (async () => {
     await Deno.mkdir("/run/sshd", { recursive: true });
     await Deno.chmod("/run/sshd", 0o755); // sshd refuses a group/world-writable privsep dir
-    await Deno.mkdir(SUBNETS_DIR, { recursive: true });
-    // Host processes run as oneadmin must reach files under the lab dir (e.g. the Deno cache bind).
-    await Deno.chmod(LAB_BASE, 0o755);
     if (!account("oneadmin")) {
       // A concurrent lab start may win either race: only the final state counts.
       if (!hasGroup("oneadmin")) await run(mustTool("groupadd"), ["--gid", `${ONEADMIN_ID}`, "oneadmin"]);
-      const r = await run(mustTool("useradd"), [
-        "--uid",
-        `${ONEADMIN_ID}`,
-        "--gid",
-        "oneadmin",
-        "--home-dir",
-        "/var/lib/one",
-        "--no-create-home",
-        "--shell",
-        "/bin/bash",
-        "--password",
-        "*",
-        "oneadmin",
-      ]);
+      const args =
+        `--uid ${ONEADMIN_ID} --gid oneadmin --home-dir /var/lib/one --no-create-home --shell /bin/bash`;
+      const r = await run(mustTool("useradd"), [...args.split(" "), "--password", "*", "oneadmin"]);
       if (r.code !== 0 && !account("oneadmin")) throw new Error(`Cannot create user oneadmin: ${r.out}`);
     }
     // Without PAM, sshd refuses keys of a user whose password is locked ("!"): "*" means no password
@@ -519,7 +505,11 @@ export function labSupport(): { ok: boolean; reason: string } {
   if (supportCache) return supportCache;
   const check = (): { ok: boolean; reason: string } => {
     if (Deno.build.os !== "linux") return { ok: false, reason: "needs Linux" };
-    if (Deno.uid() !== 0) return { ok: false, reason: "needs root" };
+    try {
+      if (Deno.uid() !== 0) return { ok: false, reason: "needs root" };
+    } catch {
+      return { ok: false, reason: "needs --allow-all" };
+    }
     const missing = (Object.keys(TOOLS) as Tool[]).filter((t) => !tool(t));
     if (missing.length) {
       const pkgs = [...new Set(missing.map((t) => TOOLS[t]))].join(" ");
@@ -803,14 +793,23 @@ export class Lab {
     if (new Set(names).size !== names.length) throw new Error(`Duplicate lab host names: ${names}`);
     if (names.length > 250) throw new Error("A lab has at most 250 hosts");
     const extraDirs = (options.extraDirs ?? []).map((d) => {
-      if (!d.startsWith("/") || normalize(d) === "/") throw new Error(`Invalid extra dir: ${d}`);
-      return normalize(d).replace(/\/$/, "");
+      const n = normalize(d).replace(/\/$/, "");
+      // Covering one of these with an empty dir would leave the host without sshd or the lab.
+      const vital = [LAB_BASE, "/usr/sbin/sshd", "/etc/passwd", "/etc/ssh", "/run/sshd", "/proc"];
+      if (!d.startsWith("/") || !n || vital.some((v) => v === n || v.startsWith(n + "/"))) {
+        throw new Error(`Invalid extra dir: ${d}`);
+      }
+      return n;
     });
     if (options.name !== undefined && !NAME_RE.test(options.name)) {
       throw new Error(`Invalid lab name: ${options.name}`);
     }
 
     const machine = await prepareMachine();
+    // Every time: `down --all` may have removed the base since this process prepared the machine.
+    await Deno.mkdir(SUBNETS_DIR, { recursive: true });
+    // Host processes run as oneadmin must reach files under the lab dir (e.g. the Deno cache bind).
+    await Deno.chmod(LAB_BASE, 0o755);
     await collectStaleLabs();
     const { subnet, name } = await reserve(options.name, names.length);
     const dir = `${LAB_BASE}/${name}`;
@@ -955,20 +954,37 @@ export class Lab {
         // The command exited without reading all input: its exit status tells the story.
       }
     })();
+    // Read both streams ourselves: a daemon the command left behind may hold them open, and after
+    // a timeout the reads must be cancellable.
+    const readers = [child.stdout.getReader(), child.stderr.getReader()];
+    const drain = async (reader: ReadableStreamDefaultReader<Uint8Array>) => {
+      const chunks: Uint8Array[] = [];
+      try {
+        for (let r = await reader.read(); !r.done; r = await reader.read()) chunks.push(r.value);
+      } catch {
+        // Cancelled after a timeout.
+      }
+      return new TextDecoder().decode(concat(chunks));
+    };
     let timedOut = false;
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const timer = setTimeout(() => {
+    const timer = setTimeout(async () => {
       timedOut = true;
       killTree(child.pid);
+      await child.status;
+      await sleep(50); // output already in the pipes still arrives
+      for (const r of readers) r.cancel().catch(() => {});
     }, timeoutMs);
     try {
-      const [out] = await Promise.all([child.output(), feeding]);
-      const dec = new TextDecoder();
-      let stderr = dec.decode(out.stderr);
-      if (timedOut) {
-        stderr += `${stderr && !stderr.endsWith("\n") ? "\n" : ""}Lab exec timed out after ${timeoutMs} ms\n`;
-      }
-      return { code: timedOut ? 124 : out.code, stdout: dec.decode(out.stdout), stderr };
+      const [status, stdout, stderr] = await Promise.all([
+        child.status,
+        drain(readers[0]),
+        drain(readers[1]),
+        feeding,
+      ]);
+      if (!timedOut) return { code: status.code, stdout, stderr };
+      const sep = stderr && !stderr.endsWith("\n") ? "\n" : "";
+      return { code: 124, stdout, stderr: `${stderr}${sep}Lab exec timed out after ${timeoutMs} ms\n` };
     } finally {
       clearTimeout(timer);
     }
