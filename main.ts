@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ExitCode, OneStorError, oneLine, UsageError } from "./core/errors.ts";
+import { ExitCode, oneLine, OneStorError, UsageError } from "./core/errors.ts";
 import { logError, printFailure, setLogScope } from "./core/one/log.ts";
 import { type ActionKind, processContext } from "./actions/context.ts";
 import { ARGV0_VARIABLE, resolveInvocation } from "./actions/invocation.ts";

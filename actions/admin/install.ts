@@ -26,7 +26,11 @@ export async function run(argv: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    throw new UsageError(`${(error as Error).message} (usage: onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall])`);
+    throw new UsageError(
+      `${
+        (error as Error).message
+      } (usage: onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall])`,
+    );
   }
   if (!values.remotes) {
     throw new UsageError("Missing --remotes DIR (OpenNebula's remotes folder, usually /var/lib/one/remotes)");

@@ -12,7 +12,13 @@ import { runChecked } from "../../core/remote/process.ts";
 
 /** Runs the action. */
 export async function run(context: ActionContext): Promise<void> {
-  const result = await runChecked(["sh", "-c", monitorDsScript(context.driver), "monitor_ds", ...context.args], {
+  const result = await runChecked([
+    "sh",
+    "-c",
+    monitorDsScript(context.driver),
+    "monitor_ds",
+    ...context.args,
+  ], {
     what: "monitor_ds",
   });
   context.print(result.stdout);

@@ -151,9 +151,10 @@ export async function runCommand(argv: readonly string[], options: RunOptions = 
       // Already gone.
     }
   };
+  let killTimer: number | undefined;
   const stop = () => {
     kill("SIGTERM");
-    setTimeout(() => kill("SIGKILL"), 2000).unref?.();
+    killTimer ??= setTimeout(() => kill("SIGKILL"), 2000);
   };
   const timer = options.timeoutMs && options.timeoutMs > 0
     ? setTimeout(() => {
@@ -173,12 +174,25 @@ export async function runCommand(argv: readonly string[], options: RunOptions = 
   }));
   let status: Deno.CommandStatus;
   try {
-    const settled = await Promise.allSettled(tasks);
     status = await child.status;
-    const failed = settled.find((s) => s.status === "rejected");
-    if (failed && !timedOut) throw (failed as PromiseRejectedResult).reason;
+    // The child is gone, but a process it handed its pipes to (an SSH ControlMaster does that)
+    // may keep them open: give the streams a short grace, then stop reading.
+    let graceTimer: number | undefined;
+    const grace = new Promise<"grace">((resolve) => {
+      graceTimer = setTimeout(() => resolve("grace"), timedOut ? 2000 : 30_000);
+    });
+    const all = Promise.allSettled(tasks);
+    const outcome = await Promise.race([all, grace]);
+    clearTimeout(graceTimer);
+    if (outcome === "grace") {
+      for (const stream of [child.stdout, child.stderr]) stream.cancel().catch(() => {});
+    } else {
+      const failed = outcome.find((s) => s.status === "rejected");
+      if (failed && !timedOut) throw (failed as PromiseRejectedResult).reason;
+    }
   } finally {
     if (timer !== undefined) clearTimeout(timer);
+    if (killTimer !== undefined) clearTimeout(killTimer);
     options.signal?.removeEventListener("abort", onAbort);
   }
   const decoder = new TextDecoder();
@@ -208,7 +222,9 @@ export async function runChecked(
     const detail = lastLines(result.stderr) || lastLines(result.stdout) || `exit code ${result.code}`;
     const what = options.what ?? argv[0];
     throw new ToolError(
-      result.timedOut ? `${what} timed out after ${(options.timeoutMs ?? 0) / 1000} s` : `${what} failed: ${detail}`,
+      result.timedOut
+        ? `${what} timed out after ${(options.timeoutMs ?? 0) / 1000} s`
+        : `${what} failed: ${detail}`,
     );
   }
   return result;

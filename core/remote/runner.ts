@@ -33,15 +33,25 @@ export class HostRunner {
   async run(host: string | null, script: ShellScript, options: SshRunOptions = {}): Promise<RunResult> {
     if (!this.isLocal(host)) return await this.ssh.run(host!, script, options);
     const shell: RemoteShell = options.shell ?? "sh";
-    const result = await runCommand([shell, "-c", script.text], { ...options, env: { LC_ALL: "C", LANG: "C" } });
+    const result = await runCommand([shell, "-c", script.text], {
+      ...options,
+      env: { LC_ALL: "C", LANG: "C" },
+    });
     if (result.code === 0 || options.check === false) return result;
     const name = host ?? "front-end";
     const detail = lastLines(result.stderr);
     throw new RemoteError(
       result.timedOut
         ? `${options.what ?? "Command"} on host ${name} timed out`
-        : `${options.what ?? "Command"} on host ${name} failed (exit ${result.code})${detail ? `: ${detail}` : ""}`,
-      { host: name, kind: result.timedOut ? "timeout" : "command", status: result.code, stderr: result.stderr },
+        : `${options.what ?? "Command"} on host ${name} failed (exit ${result.code})${
+          detail ? `: ${detail}` : ""
+        }`,
+      {
+        host: name,
+        kind: result.timedOut ? "timeout" : "command",
+        status: result.code,
+        stderr: result.stderr,
+      },
     );
   }
 

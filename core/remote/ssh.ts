@@ -82,7 +82,9 @@ export function describeSshFailure(
     case "timeout":
       return `${what ?? "Command"} on host ${host} timed out after ${Math.round((timeoutMs ?? 0) / 1000)} s`;
     default:
-      return `${what ?? "Command"} on host ${host} failed (exit ${result.code})${detail ? `: ${detail}` : ""}`;
+      return `${what ?? "Command"} on host ${host} failed (exit ${result.code})${
+        detail ? `: ${detail}` : ""
+      }`;
   }
 }
 
@@ -108,7 +110,10 @@ export class SshClient {
   /** The control socket directory (created on first use). */
   get controlDir(): string {
     const uid = Deno.uid() ?? 0;
-    const dir = this.settings.controlDir ?? `/tmp/onestor-ssh-${uid}`;
+    let dir = this.settings.controlDir ?? `/tmp/onestor-ssh-${uid}`;
+    // A socket path must fit in 108 bytes: <dir>/<tag>-<%C: 40 hex> plus ssh's 17-byte temporary
+    // suffix. A longer folder would make every connection fail, so use a short one derived from it.
+    if (dir.length > 40) dir = `/tmp/onestor-ssh-${uid}-${hash(dir)}`;
     if (!this.#controlDirReady) {
       try {
         Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -155,7 +160,12 @@ export class SshClient {
   }
 
   /** The full ssh argv that runs `script` on `host`. */
-  argv(host: string, script: ShellScript, hopOptions: readonly string[] = [], shell: RemoteShell = "sh"): string[] {
+  argv(
+    host: string,
+    script: ShellScript,
+    hopOptions: readonly string[] = [],
+    shell: RemoteShell = "sh",
+  ): string[] {
     return [
       this.settings.program ?? "ssh",
       ...this.optionArgs(hopOptions),
@@ -167,7 +177,14 @@ export class SshClient {
 
   /** Runs `script` on `host`; throws a {@linkcode RemoteError} naming the host when it fails. */
   async run(host: string, script: ShellScript, options: SshRunOptions = {}): Promise<RunResult> {
-    const result = await runCommand(this.argv(host, script, options.hopOptions, options.shell), options);
+    // A timed-out call also ends on the remote side: the remote `timeout` kills the script, so no
+    // orphan keeps running there (killing the local client does not stop a multiplexed session).
+    const remote = options.timeoutMs && options.timeoutMs > 0
+      ? sh`exec timeout -k 5 ${Math.ceil(options.timeoutMs / 1000) + 1} ${
+        options.shell ?? "sh"
+      } -c ${script.text}`
+      : script;
+    const result = await runCommand(this.argv(host, remote, options.hopOptions, options.shell), options);
     if (result.code === 0) return result;
     const kind = classifySshFailure(result.code, result.stderr, result.timedOut);
     if (kind === "command" && options.check === false) return result;
@@ -231,7 +248,7 @@ export function hopScript(
   options: { hopOptions?: readonly string[]; connectTimeout?: number; shell?: RemoteShell } = {},
 ): ShellScript {
   const hop = [...(options.hopOptions ?? [])];
-  return sh`ssh -o BatchMode=yes -o ConnectTimeout=${options.connectTimeout ?? 10} -o LogLevel=ERROR -T -x ${hop} -- ${target} ${
-    remoteCommand(script, options.shell)
-  }`;
+  return sh`ssh -o BatchMode=yes -o ConnectTimeout=${
+    options.connectTimeout ?? 10
+  } -o LogLevel=ERROR -T -x ${hop} -- ${target} ${remoteCommand(script, options.shell)}`;
 }

@@ -81,7 +81,9 @@ function hashLine(checksum: string): ShellScript {
   if (!/^(none|b2sum|sha256sum|sha1sum|md5sum)$/.test(checksum)) {
     throw new TypeError(`Unknown checksum program ${checksum}`);
   }
-  return raw(checksum === "none" ? 'cat <"$t/h" >/dev/null &' : `${checksum} <"$t/h" | cut -d' ' -f1 >"$t/sum" &`);
+  return raw(
+    checksum === "none" ? 'cat <"$t/h" >/dev/null &' : `${checksum} <"$t/h" | cut -d' ' -f1 >"$t/sum" &`,
+  );
 }
 
 /** The sender: tar the entries, hash and count the stream, pipe it into `sink`. */
@@ -180,7 +182,12 @@ export async function copyEntries(runner: HostRunner, request: CopyRequest): Pro
     runOn = fromLocal ? null : request.from.host;
   } else if (toLocal) {
     // Into the front-end: pull from the source host, so no host needs a key to the front-end.
-    const ssh = runner.ssh.argv(request.from.host!, senderScript(request, raw("cat")), request.fromHopOptions, "bash");
+    const ssh = runner.ssh.argv(
+      request.from.host!,
+      senderScript(request, raw("cat")),
+      request.fromHopOptions,
+      "bash",
+    );
     pipeline = sh`set -o pipefail
 ${ssh} | bash -c ${receiver.text}`;
     runOn = null;
@@ -222,9 +229,13 @@ ${ssh} | bash -c ${receiver.text}`;
     await fail(`${what}: ${detail || `exit code ${result.code}`}`);
   }
   if ((request.checksum ?? "b2sum") !== "none" && (!srcSum || srcSum !== dstSum)) {
-    await fail(`${what}: checksum mismatch (sent ${srcSum || "?"}, received ${dstSum || "?"}); nothing was replaced`);
+    await fail(
+      `${what}: checksum mismatch (sent ${srcSum || "?"}, received ${dstSum || "?"}); nothing was replaced`,
+    );
   }
-  await runner.run(request.to.host, commitScript(request, tmp), { what: `${what}: cannot move the copy into place` });
+  await runner.run(request.to.host, commitScript(request, tmp), {
+    what: `${what}: cannot move the copy into place`,
+  });
   return {
     streamBytes: bytes,
     streamChecksum: srcSum ?? "",

@@ -18,5 +18,8 @@ labTest("installed TM symlinks run on the frontend as oneadmin, and monitor_ds r
   const match = out.match(/^VM = \[ ID = 7, MONITOR = "([A-Za-z0-9+/=]+)"\]$/m);
   assert.ok(match, out);
   const decoded = atob(match[1]);
-  assert.match(decoded, /^\nDISK_SIZE = \[ ID=0, SIZE=0 \]\nSNAPSHOT_SIZE = \[ ID=12, DISK_ID=0, SIZE=3 \]\n$/);
+  assert.match(
+    decoded,
+    /^\nDISK_SIZE = \[ ID=0, SIZE=0 \]\nSNAPSHOT_SIZE = \[ ID=12, DISK_ID=0, SIZE=3 \]\n$/,
+  );
 });

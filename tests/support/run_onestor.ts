@@ -29,7 +29,16 @@ export async function installInto(
 ): Promise<{ tm: string; ds: string }> {
   const tm = names.tm ?? "onestor";
   const ds = names.ds ?? "onestor";
-  const result = await onestor(["install", "--remotes", remotes, "--tm-name", tm, "--ds-name", ds, "--quiet"]);
+  const result = await onestor([
+    "install",
+    "--remotes",
+    remotes,
+    "--tm-name",
+    tm,
+    "--ds-name",
+    ds,
+    "--quiet",
+  ]);
   if (result.code !== 0) throw new Error(`install failed: ${result.stderr}`);
   return { tm: `${remotes}/tm/${tm}`, ds: `${remotes}/datastore/${ds}` };
 }

@@ -92,7 +92,12 @@ export class World {
   }
 
   /** Runs the installed datastore action with the base64 DS_DRIVER_ACTION_DATA on stdin. */
-  ds(action: string, id: number | string, driverActionBase64: string, options: ExecOptions = {}): Promise<ExecResult> {
+  ds(
+    action: string,
+    id: number | string,
+    driverActionBase64: string,
+    options: ExecOptions = {},
+  ): Promise<ExecResult> {
     return this.lab.exec("frontend", [`${REMOTES}/datastore/${this.dsName}/${action}`, String(id)], {
       user: "oneadmin",
       timeoutMs: 300_000,

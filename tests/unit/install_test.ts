@@ -56,9 +56,21 @@ Deno.test("install is idempotent and uninstall removes exactly what it laid, res
     await installInto(remotes, { tm: "ssh", ds: "fs" });
     assert.deepEqual(listDir(`${remotes}/tm/ssh`), first, "second install changes nothing");
     assert.equal(Deno.readLinkSync(`${remotes}/tm/ssh/clone`), ".onestor");
-    assert.equal(Deno.readTextFileSync(`${remotes}/tm/ssh/.onestor-backup/clone`), "#!/bin/sh\necho stock clone\n");
+    assert.equal(
+      Deno.readTextFileSync(`${remotes}/tm/ssh/.onestor-backup/clone`),
+      "#!/bin/sh\necho stock clone\n",
+    );
 
-    const result = await onestor(["install", "--remotes", remotes, "--tm-name", "ssh", "--ds-name", "fs", "--uninstall"]);
+    const result = await onestor([
+      "install",
+      "--remotes",
+      remotes,
+      "--tm-name",
+      "ssh",
+      "--ds-name",
+      "fs",
+      "--uninstall",
+    ]);
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(listDir(`${remotes}/tm/ssh`), before);
     assert.equal(Deno.readTextFileSync(`${remotes}/tm/ssh/clone`), "#!/bin/sh\necho stock clone\n");
@@ -74,8 +86,14 @@ Deno.test("install prints the oned.conf lines and refuses a hostile driver name"
   try {
     const ok = await onestor(["install", "--remotes", remotes]);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /TM_MAD = \[ EXECUTABLE = "one_tm", ARGUMENTS = "-t 15 -d [a-z0-9_,]*,onestor" \]/);
-    assert.match(ok.stdout, /TM_MAD_CONF = \[ NAME = "onestor", LN_TARGET = "SYSTEM", CLONE_TARGET = "SYSTEM"/);
+    assert.match(
+      ok.stdout,
+      /TM_MAD = \[ EXECUTABLE = "one_tm", ARGUMENTS = "-t 15 -d [a-z0-9_,]*,onestor" \]/,
+    );
+    assert.match(
+      ok.stdout,
+      /TM_MAD_CONF = \[ NAME = "onestor", LN_TARGET = "SYSTEM", CLONE_TARGET = "SYSTEM"/,
+    );
     assert.match(ok.stdout, /DS_MAD_CONF = \[ NAME = "onestor"/);
     const bad = await onestor(["install", "--remotes", remotes, "--tm-name", "x;rm -rf /"]);
     assert.notEqual(bad.code, 0);
