@@ -101,15 +101,15 @@ set --
 ${joinScripts(pick)}
 t=$(mktemp -d) || exit 70
 trap 'rm -rf "$t"' EXIT
-mkfifo "$t/h" "$t/n" || exit 70
+mkfifo "$t/h" || exit 70
 ${hashLine(request.checksum ?? "b2sum")}
 hp=$!
-wc -c <"$t/n" >"$t/bytes" &
-np=$!
-tar ${flags} - -- "$@" | tee "$t/h" "$t/n" | ${sink}
+tar ${flags} - --totals -- "$@" 2>"$t/err" | tee "$t/h" | ${sink}
 rc=$?
-wait $hp $np
-printf 'ONESTOR_SRC_SUM=%s ONESTOR_SRC_BYTES=%s\\n' "$(cat "$t/sum" 2>/dev/null)" "$(cat "$t/bytes")" >&2
+wait $hp
+grep -v '^Total bytes written' "$t/err" >&2
+printf 'ONESTOR_SRC_SUM=%s ONESTOR_SRC_BYTES=%s\\n' "$(cat "$t/sum" 2>/dev/null)" \\
+  "$(sed -n 's/^Total bytes written: \\([0-9]*\\).*/\\1/p' "$t/err")" >&2
 exit $rc`;
 }
 
