@@ -1,0 +1,25 @@
+/**
+ * The `.monitor` marker of a system datastore folder on a host. OpenNebula's host probe
+ * (`monitor_ds_vm.rb`) runs `/var/tmp/one/tm/<marker content>/monitor_ds <ds folder>` for every
+ * datastore folder holding one, so a host reports its VM disk sizes only once a marker naming the
+ * installed driver sits in `<DS_LOC>/<sys_ds>/.monitor`.
+ *
+ * Upstream's mv wrote the marker one level too high (`<DS_LOC>/.monitor`); here every caller passes
+ * the system datastore folder itself.
+ *
+ * @module
+ */
+
+import { sh, type ShellScript } from "../remote/shell.ts";
+
+/**
+ * Script fragment that creates `dsDir` and writes `driver` into `dsDir/.monitor` when its content
+ * differs (a rename, so the probe never reads a half-written marker).
+ */
+export function markerScript(dsDir: string, driver: string): ShellScript {
+  const marker = `${dsDir}/.monitor`;
+  return sh`mkdir -p -- ${dsDir} || exit 1
+if [ "$(cat -- ${marker} 2>/dev/null)" != ${driver} ]; then
+  printf '%s\\n' ${driver} >${`${marker}.onestor-tmp`} && mv -f -- ${`${marker}.onestor-tmp`} ${marker} || exit 1
+fi`;
+}

@@ -1,0 +1,237 @@
+/**
+ * The cold-path TM actions through their installed symlinks, on the lab's hosts: what lands on
+ * each host, in which format, with which data, and that a second run converges.
+ */
+
+import assert from "node:assert/strict";
+import { labTest } from "../support/lab.ts";
+import { ok, World } from "../support/world.ts";
+import {
+  datastoreXml,
+  DS_LOC,
+  imageDisk,
+  imageSource,
+  persistentDisk,
+  type VmFixture,
+  vmXml,
+  volatileDisk,
+} from "../support/fixtures.ts";
+import {
+  assertKinds,
+  assertPatterns,
+  assertStandalone,
+  backingChain,
+  fileKind,
+  listDir,
+  makeImage,
+  type Pattern,
+} from "../support/disk_checks.ts";
+
+const MiB = 1 << 20;
+const VM = 7;
+const FE = "frontend";
+const vmDir = (ds = 100, vm = VM) => `${DS_LOC}/${ds}/${vm}`;
+
+const IMG0: Pattern[] = [{ byte: 0x11, offset: 0, length: MiB }, {
+  byte: 0x12,
+  offset: 9 * MiB,
+  length: MiB,
+}];
+const IMG1: Pattern[] = [{ byte: 0x21, offset: 2 * MiB, length: MiB }];
+const SNAP1: Pattern[] = [{ byte: 0x2f, offset: 0, length: MiB }];
+
+function vmFixture(overrides: Partial<VmFixture> = {}): string {
+  return vmXml({
+    id: VM,
+    disks: [
+      imageDisk({ DISK_ID: 0, IMAGE_ID: 0, FORMAT: "qcow2", SIZE: 32, ORIGINAL_SIZE: 16 }),
+      persistentDisk({ DISK_ID: 1, IMAGE_ID: 1, FORMAT: "raw", SIZE: 8, ORIGINAL_SIZE: 8, SPARSE: "NO" }),
+      volatileDisk({ DISK_ID: 2, SIZE: 4 }),
+    ],
+    history: [{ hostname: "hv1", dsId: 100 }],
+    ...overrides,
+  });
+}
+
+labTest(
+  "clone, ln, mv and delete move disks between the front-end and hosts, and converge when run twice",
+  async (t) => {
+    await using world = await World.start();
+    world.oned.addDatastore(datastoreXml({ id: 1 }));
+    world.oned.addDatastore(datastoreXml({ id: 100 }));
+    world.oned.addDatastore(datastoreXml({ id: 101 }));
+    world.oned.addVm(vmFixture());
+    const src0 = imageSource(0);
+    const src1 = imageSource(1);
+    await makeImage(world, FE, src0, { format: "qcow2", sizeMb: 16, patterns: IMG0 });
+    await makeImage(world, FE, src1, { format: "raw", sizeMb: 8, patterns: IMG1 });
+    await makeImage(world, FE, `${src1}.snap/0`, { format: "raw", sizeMb: 8, patterns: SNAP1 });
+    const twice = async (action: string, args: (string | number)[], env?: Record<string, string>) => {
+      ok(await world.tm(action, args, { env }), `${action} (first run)`);
+      return ok(await world.tm(action, args, { env }), `${action} (second run)`);
+    };
+
+    await t.step(
+      "clone copies the image as disk.0, grows it to SIZE, writes the .monitor marker",
+      async () => {
+        await twice("clone", [`${FE}:${src0}`, `hv1:${vmDir()}/disk.0`, VM, 1]);
+        await assertStandalone(world, "hv1", `${vmDir()}/disk.0`, "qcow2", 32);
+        await assertPatterns(world, "hv1", `${vmDir()}/disk.0`, IMG0, "qcow2");
+        assert.equal(
+          await Deno.readTextFile(world.lab.path("hv1", "/var/lib/one/datastores/100/.monitor")),
+          "onestor\n",
+        );
+        await assertKinds(world, "hv1", {
+          "/var/lib/one/datastores/.monitor": "missing",
+          [`${vmDir()}/disk.0.snap`]: "missing",
+        });
+      },
+    );
+
+    await t.step(
+      "ln copies a persistent image with its snapshots; SPARSE=NO allocates every block",
+      async () => {
+        const before = await fileKind(world, FE, src1);
+        assert.ok(before.allocated! < before.size!, "the image on the front-end is sparse");
+        await twice("ln", [`${FE}:${src1}`, `hv1:${vmDir()}/disk.1`, VM, 1]);
+        await assertStandalone(world, "hv1", `${vmDir()}/disk.1`, "raw", 8);
+        await assertPatterns(world, "hv1", `${vmDir()}/disk.1`, IMG1, "raw");
+        await assertPatterns(world, "hv1", `${vmDir()}/disk.1.snap/0`, SNAP1, "raw");
+        const disk = await fileKind(world, "hv1", `${vmDir()}/disk.1`);
+        assert.ok(
+          disk.allocated! >= disk.size!,
+          `disk.1 is fully allocated (${disk.allocated} of ${disk.size})`,
+        );
+      },
+    );
+
+    await t.step("QCOW2_OPTIONS are applied to a cloned qcow2 disk", async () => {
+      assert.equal((await backingChain(world, "hv1", `${vmDir()}/disk.0`))[0].compat, "1.1");
+      await twice("clone", [`${FE}:${src0}`, `hv1:${vmDir()}/disk.0`, VM, 1], {
+        QCOW2_OPTIONS: "-o compat=0.10",
+      });
+      assert.equal((await backingChain(world, "hv1", `${vmDir()}/disk.0`))[0].compat, "0.10");
+      await assertPatterns(world, "hv1", `${vmDir()}/disk.0`, IMG0, "qcow2");
+    });
+
+    await t.step("mv of a disk path does nothing; in PROLOG_MIGRATE_UNKNOWN nothing moves", async () => {
+      await twice("mv", [`hv1:${vmDir()}/disk.0`, `hv2:${vmDir()}/disk.0`, VM, 1]);
+      world.oned.addVm(vmFixture({ lcmState: 60 }));
+      await twice("mv", [`hv1:${vmDir()}`, `hv2:${vmDir()}`, VM, 100]);
+      await assertKinds(world, "hv1", { [`${vmDir()}/disk.0`]: "file" });
+      await assertKinds(world, "hv2", { [vmDir()]: "missing" });
+      world.oned.addVm(vmFixture());
+    });
+
+    await t.step("mv to the same folder (same host, same path) leaves it in place", async () => {
+      await twice("mv", [`hv1:${vmDir()}`, `hv1:${vmDir()}`, VM, 100]);
+      await assertPatterns(world, "hv1", `${vmDir()}/disk.0`, IMG0, "qcow2");
+    });
+
+    await t.step("cold migration hv1 → hv2 moves the folder, then removes the source", async () => {
+      world.oned.addVm(
+        vmFixture({ history: [{ hostname: "hv1", dsId: 100 }, { hostname: "hv2", hid: 2, dsId: 100 }] }),
+      );
+      const out = await world.tm("mv", [`hv1:${vmDir()}`, `hv2:${vmDir()}`, VM, 100]);
+      ok(out, "mv");
+      assert.match(out.stderr, /Moving hv1:/);
+      const again = await world.tm("mv", [`hv1:${vmDir()}`, `hv2:${vmDir()}`, VM, 100]);
+      ok(again, "mv (second run)");
+      assert.match(again.stderr, /already moved/);
+      await assertKinds(world, "hv1", { [vmDir()]: "missing" });
+      await assertPatterns(world, "hv2", `${vmDir()}/disk.0`, IMG0, "qcow2");
+      await assertPatterns(world, "hv2", `${vmDir()}/disk.1.snap/0`, SNAP1, "raw");
+      const disk = await fileKind(world, "hv2", `${vmDir()}/disk.1`);
+      assert.ok(disk.allocated! >= disk.size!, "SPARSE=NO disk allocated again after the sparse transfer");
+      assert.equal(
+        await Deno.readTextFile(world.lab.path("hv2", "/var/lib/one/datastores/100/.monitor")),
+        "onestor\n",
+      );
+      await assertKinds(world, "hv2", { "/var/lib/one/datastores/.monitor": "missing" });
+      assert.deepEqual(
+        (await listDir(world, "hv2", `${DS_LOC}/100`)).filter((n) => n.startsWith(".onestor")),
+        [],
+      );
+    });
+
+    await t.step("stop to the front-end (the front-end pulls) and resume on hv1", async () => {
+      await twice("mv", [`hv2:${vmDir()}`, `${FE}:${vmDir()}`, VM, 100]);
+      await assertKinds(world, "hv2", { [vmDir()]: "missing" });
+      await assertPatterns(world, FE, `${vmDir()}/disk.0`, IMG0, "qcow2");
+      await twice("mv", [`${FE}:${vmDir()}`, `hv1:${vmDir()}`, VM, 100]);
+      await assertKinds(world, FE, { [vmDir()]: "missing" });
+      await assertPatterns(world, "hv1", `${vmDir()}/disk.0`, IMG0, "qcow2");
+      await assertPatterns(world, "hv1", `${vmDir()}/disk.1`, IMG1, "raw");
+    });
+
+    await t.step(
+      "mv between two system datastores of one host moves the folder (upstream #6379)",
+      async () => {
+        await twice("mv", [`hv1:${vmDir()}`, `hv1:${vmDir(101)}`, VM, 101]);
+        await assertKinds(world, "hv1", { [vmDir()]: "missing", [`${vmDir(101)}/disk.0`]: "file" });
+        await twice("mv", [`hv1:${vmDir(101)}`, `hv1:${vmDir()}`, VM, 100]);
+        await assertPatterns(world, "hv1", `${vmDir()}/disk.0`, IMG0, "qcow2");
+      },
+    );
+
+    await t.step("delete removes a disk with its snapshots, then the VM folder; twice is fine", async () => {
+      await twice("delete", [`hv1:${vmDir()}/disk.1`, VM, 1]);
+      await assertKinds(world, "hv1", {
+        [`${vmDir()}/disk.1`]: "missing",
+        [`${vmDir()}/disk.1.snap`]: "missing",
+      });
+      await assertKinds(world, "hv1", { [`${vmDir()}/disk.0`]: "file" });
+      await twice("delete", [`hv1:${vmDir()}`, VM, 100]);
+      await assertKinds(world, "hv1", { [vmDir()]: "missing", "/var/lib/one/datastores/100": "dir" });
+    });
+
+    await t.step("delete on an unreachable host fails naming the host", async () => {
+      await world.lab.stopSshd("hv2");
+      try {
+        const r = await world.tm("delete", [`hv2:${vmDir()}`, VM, 100]);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /hv2/);
+        assert.match(r.stderr.trim().split("\n").pop()!, /Cannot reach host hv2/);
+      } finally {
+        await world.lab.startSshd("hv2");
+      }
+    });
+
+    await t.step(
+      "delete keeps the replica's recovery data for recover --recreate, removes it otherwise",
+      async () => {
+        world.oned.addDatastore(datastoreXml({ id: 100, template: { REPLICA_HOST: "replica" } }));
+        const snaps = `/var/lib/one/datastores/replica_snaps/${VM}`;
+        await world.sh(
+          "replica",
+          `mkdir -p ${snaps}/disk.0.snap ${snaps}/disk.2.snap && touch ${snaps}/disk.0.snap/base`,
+          {
+            user: "oneadmin",
+          },
+        );
+        await world.sh("hv1", `mkdir -p ${vmDir()} && touch ${vmDir()}/disk.2`, { user: "oneadmin" });
+        world.oned.addVm(vmFixture({ history: [{ hostname: "hv1", dsId: 100, action: 14 }] }));
+        await twice("delete", [`hv1:${vmDir()}`, VM, 100]);
+        await assertKinds(world, "replica", { [`${snaps}/disk.0.snap/base`]: "file" });
+        world.oned.addVm(vmFixture({ history: [{ hostname: "hv1", dsId: 100, action: 27 }] }));
+        await twice("delete", [`hv1:${vmDir()}/disk.2`, VM, 100]);
+        await assertKinds(world, "replica", {
+          [`${snaps}/disk.2.snap`]: "missing",
+          [`${snaps}/disk.0.snap/base`]: "file",
+        });
+        await world.lab.stopSshd("replica");
+        try {
+          await world.sh("hv1", `mkdir -p ${vmDir()}`, { user: "oneadmin" });
+          const r = await world.tm("delete", [`hv1:${vmDir()}`, VM, 100]);
+          ok(r, "delete with the replica down");
+          assert.match(r.stderr, /WARN: delete: Recovery data .* left on replica replica/);
+          await assertKinds(world, "hv1", { [vmDir()]: "missing" });
+        } finally {
+          await world.lab.startSshd("replica");
+        }
+        await twice("delete", [`hv1:${vmDir()}`, VM, 100]);
+        await assertKinds(world, "replica", { [snaps]: "missing" });
+      },
+    );
+  },
+);
