@@ -1,0 +1,49 @@
+/**
+ * Datastore `mkfs`: a new empty datablock image (spec §7.4), or, for FORMAT `save_as`, only the
+ * name a later CPDS writes into. FS is checked before anything runs (see core/image/datablock.ts).
+ *
+ * @module
+ */
+
+import { InputError } from "../errors.ts";
+import { checkFs, datablockScript } from "../image/datablock.ts";
+import { logInfo } from "../one/log.ts";
+import { controlTimeoutMs } from "../runtime.ts";
+import { type DsEnv, workHost } from "./env.ts";
+import { checkBasePath, newImagePath } from "./paths.ts";
+
+/** Runs `mkfs`: returns the new SOURCE. */
+export async function makeDatablockImage(env: DsEnv): Promise<string> {
+  const a = env.action;
+  const dst = newImagePath(checkBasePath(a.dsBasePath), env.id ?? 0);
+  const format = a.imageFormat.trim();
+  if (format === "save_as") return dst;
+  const fs = a.imageFs.trim();
+  if (fs !== "") checkFs(fs, env.config);
+  const size = a.get("IMAGE/SIZE").trim();
+  if (!/^[0-9]+$/.test(size) || Number(size) <= 0) {
+    throw new InputError(
+      `Datablock size must be a positive whole number of MiB, got ${JSON.stringify(size)}`,
+    );
+  }
+  const script = datablockScript({
+    path: dst,
+    sizeMb: Number(size),
+    format,
+    fs: fs || undefined,
+    sparse: a.dsTemplate("SPARSE").trim().toLowerCase() !== "no",
+  }, env.config);
+  const host = await workHost(a.bridgeList, env.id);
+  logInfo(
+    `Making a ${size} MiB ${format || "raw"} datablock${fs ? ` with ${fs}` : ""} at ${
+      host ? `${host}:` : ""
+    }${dst}`,
+  );
+  // mkfs.xfs of a large file and a non-sparse allocation take longer than a control command.
+  const timeoutMs = Math.max(controlTimeoutMs() * 10, 0);
+  await env.runner.run(host, script, {
+    timeoutMs,
+    what: `Unable to create image with format ${format || "raw"} in ${host ? `${host}:` : ""}${dst}`,
+  });
+  return dst;
+}
