@@ -64,7 +64,7 @@ export async function prepareDiskDestination(services: TmServices, dst: VmFile):
       sh`mkdir -p -- ${dst.vmDir} || exit 1
 rm -rf -- ${`${dst.path}.snap`}`,
     ]),
-    { what: `Error creating directory ${dst.vmDir}`, timeoutMs: services.controlTimeoutMs },
+    { what: `Creating directory ${dst.vmDir}`, timeoutMs: services.controlTimeoutMs },
   );
 }
 
@@ -116,7 +116,7 @@ export async function finishDisk(
   }
   if (scripts.length === 0) return;
   const out = await services.runner.output(dst.host, joinScripts(scripts.map((s) => sh`(${s}) || exit 1`)), {
-    what: `Error resizing image ${label(dst)}`,
+    what: `Resizing image ${label(dst)}`,
     timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
   });
   if (facts.growToMb !== null) logInfo(`Grew ${label(dst)} to ${facts.growToMb} MiB`);

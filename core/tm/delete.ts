@@ -83,7 +83,7 @@ async function cleanReplica(services: TmServices, request: DeleteRequest, path: 
   const entries = recoveryEntries(services.config.replicaRecoverySnapsDir, request.vmId, path);
   try {
     await services.runner.run(replica, removePathsScript(entries), {
-      what: `Error deleting ${entries[0]}`,
+      what: `Deleting ${entries[0]}`,
       timeoutMs: services.controlTimeoutMs,
     });
   } catch (error) {
@@ -105,7 +105,7 @@ export async function deletePath(services: TmServices, request: DeleteRequest): 
   await cleanReplica(services, request, path);
   logInfo(`Deleting ${path}`);
   await services.runner.run(location.host, removePathsScript(paths), {
-    what: `Error deleting ${path}`,
+    what: `Deleting ${path}`,
     timeoutMs: services.controlTimeoutMs,
   });
 }

@@ -119,13 +119,13 @@ export async function moveVmDir(services: TmServices, request: MoveRequest): Pro
         markerScript(dst.dsDir, services.driver),
         probeScript(dst.dsDir, dst.path, probeName, true),
       ]),
-      { what: `Error creating directory ${dst.dsDir}`, timeoutMs },
+      { what: `Creating directory ${dst.dsDir}`, timeoutMs },
     ),
   );
   try {
     const srcView = parseProbe(
       await runner.output(src.host, probeScript(src.dsDir, src.path, probeName, false), {
-        what: `Error reading ${src.dsDir}`,
+        what: `Reading ${src.dsDir}`,
         timeoutMs,
       }),
     );
@@ -156,13 +156,13 @@ export async function moveVmDir(services: TmServices, request: MoveRequest): Pro
     const dense = denseDiskPaths(vm, dst.path);
     if (dense.length > 0) {
       await runner.run(dst.host, preallocateScript(dense), {
-        what: `Error allocating disks in ${dst.path}`,
+        what: `Allocating disks in ${dst.path}`,
         timeoutMs: services.transferTimeoutMs,
       });
     }
     // The copy is verified and in place: only now does the source go.
     await runner.run(src.host, sh`rm -rf -- ${src.path}`, {
-      what: `Error removing ${src.path} after moving it to ${dst.host}`,
+      what: `Removing ${src.path} after moving it to ${dst.host}`,
       timeoutMs,
     });
   } finally {
@@ -193,7 +193,7 @@ async function moveInPlace(
   const target = `${src.dsDir}/${dst.name}`;
   logInfo(`Renaming ${src.path} to ${target} on shared storage (${devices})`);
   await services.runner.run(src.host, sh`rm -rf -- ${target} && mv -- ${src.path} ${target}`, {
-    what: `Error renaming ${src.path} to ${dst.path}`,
+    what: `Renaming ${src.path} to ${dst.path}`,
     timeoutMs: services.controlTimeoutMs,
   });
 }

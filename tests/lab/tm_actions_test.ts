@@ -174,6 +174,69 @@ labTest(
       },
     );
 
+    await t.step("snap_create, snap_revert, snap_delete keep full copies in the disk's format", async () => {
+      const d0 = `${vmDir()}/disk.0`;
+      await twice("snap_create", [`hv1:${d0}`, 0, VM, 1]);
+      await assertStandalone(world, "hv1", `${d0}.snap/0`, "qcow2", 32);
+      await world.sh("hv1", `qemu-io -f qcow2 -c 'write -P 0x13 0 1M' ${d0} >/dev/null`, {
+        user: "oneadmin",
+      });
+      await twice("snap_create", [`hv1:${d0}`, 1, VM, 1]);
+      await twice("snap_revert", [`hv1:${d0}`, 0, VM, 1]);
+      await assertPatterns(world, "hv1", d0, IMG0, "qcow2");
+      await assertStandalone(world, "hv1", d0, "qcow2", 32);
+      await assertPatterns(world, "hv1", `${d0}.snap/1`, [{ byte: 0x13, offset: 0, length: MiB }], "qcow2");
+      await twice("snap_delete", [`hv1:${d0}`, 1, VM, 1]);
+      assert.deepEqual(await listDir(world, "hv1", `${d0}.snap`), ["0"]);
+      const r = await world.tm("snap_revert", [`hv1:${d0}`, 1, VM, 1]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /Snapshot 1 of .* does not exist .* the disk was left unchanged/);
+      await assertPatterns(world, "hv1", d0, IMG0, "qcow2");
+    });
+
+    await t.step("resize grows a disk once; in DISK_RESIZE the hypervisor does it", async () => {
+      const d0 = `${vmDir()}/disk.0`;
+      await twice("resize", [`hv1:${d0}`, 48, VM, 1]);
+      await assertStandalone(world, "hv1", d0, "qcow2", 48);
+      world.oned.addVm(vmFixture({ lcmState: 62 }));
+      await twice("resize", [`hv1:${d0}`, 64, VM, 1]);
+      await assertStandalone(world, "hv1", d0, "qcow2", 48);
+      world.oned.addVm(vmFixture());
+      const r = await world.tm("resize", [`hv1:${d0}`, 40, VM, 1]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /never shrunk/);
+    });
+
+    await t.step(
+      "mvds flattens a recovery-layout disk and copies it with its snapshots to the image",
+      async () => {
+        const d1 = `${vmDir()}/disk.1`;
+        await twice("snap_create", [`hv1:${d1}`, 1, VM, 1]);
+        // Recovery layout (spec §5.2) with a write in the overlay.
+        await world.sh(
+          "hv1",
+          `set -e; cd ${vmDir()}; mv disk.1 disk.1.snap/base; ln -s . disk.1.snap/disk.1.snap
+cd disk.1.snap; qemu-img create -q -f qcow2 -b disk.1.snap/base -F raw base.1; cd ..
+ln -s disk.1.snap/base.1 disk.1; qemu-io -f qcow2 -c 'write -P 0x24 5M 1M' disk.1 >/dev/null`,
+          { user: "oneadmin" },
+        );
+        await twice("mvds", [`hv1:${d1}`, src1, VM, 1]);
+        await assertStandalone(world, FE, src1, "raw", 8);
+        await assertPatterns(world, FE, src1, [...IMG1, { byte: 0x24, offset: 5 * MiB, length: MiB }], "raw");
+        assert.deepEqual(await listDir(world, FE, `${src1}.snap`), ["0", "1"]);
+        await assertPatterns(world, FE, `${src1}.snap/0`, SNAP1, "raw");
+        const image = await fileKind(world, FE, src1);
+        assert.ok(image.allocated! >= image.size!, "SPARSE=NO image allocated again");
+        assert.deepEqual(await listDir(world, "hv1", `${d1}.snap`), ["0", "1"]);
+        // With its snapshots gone on the host, the image loses its .snap folder too.
+        await twice("snap_delete", [`hv1:${d1}`, 0, VM, 1]);
+        await twice("snap_delete", [`hv1:${d1}`, 1, VM, 1]);
+        await world.sh("hv1", `rmdir ${d1}.snap`);
+        await twice("mvds", [`hv1:${d1}`, src1, VM, 1]);
+        await assertKinds(world, FE, { [`${src1}.snap`]: "missing", [src1]: "file" });
+      },
+    );
+
     await t.step("delete removes a disk with its snapshots, then the VM folder; twice is fine", async () => {
       await twice("delete", [`hv1:${vmDir()}/disk.1`, VM, 1]);
       await assertKinds(world, "hv1", {

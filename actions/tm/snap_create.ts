@@ -1,0 +1,17 @@
+/**
+ * TM `snap_create <host>:<vm_dir>/disk.<i> <snap_id> <vm_id> <ds_id>`: a full copy of the disk into `disk.<i>.snap/<id>`
+ * (see core/tm/snapshot.ts).
+ *
+ * @module
+ */
+
+import type { ActionContext } from "../context.ts";
+import { parseId } from "../../core/tm/paths.ts";
+import { tmServices } from "../../core/tm/services.ts";
+import { createSnapshot } from "../../core/tm/snapshot.ts";
+
+/** Runs the action. */
+export async function run(context: ActionContext): Promise<void> {
+  const [disk, snapId, vmId] = context.args;
+  await createSnapshot(tmServices(context.driver), { disk, snapId, vmId: parseId(vmId, "VM id") });
+}

@@ -1,0 +1,17 @@
+/**
+ * TM `snap_delete <host>:<vm_dir>/disk.<i> <snap_id> <vm_id> <ds_id>`: removes `disk.<i>.snap/<id>`
+ * (see core/tm/snapshot.ts).
+ *
+ * @module
+ */
+
+import type { ActionContext } from "../context.ts";
+import { parseId } from "../../core/tm/paths.ts";
+import { tmServices } from "../../core/tm/services.ts";
+import { deleteSnapshot } from "../../core/tm/snapshot.ts";
+
+/** Runs the action. */
+export async function run(context: ActionContext): Promise<void> {
+  const [disk, snapId, vmId] = context.args;
+  await deleteSnapshot(tmServices(context.driver), { disk, snapId, vmId: parseId(vmId, "VM id") });
+}
