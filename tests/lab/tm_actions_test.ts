@@ -54,7 +54,7 @@ function vmFixture(overrides: Partial<VmFixture> = {}): string {
 }
 
 labTest(
-  "clone, ln, mv and delete move disks between the front-end and hosts, and converge when run twice",
+  "cold-path TM actions (clone, ln, mv, snapshots, resize, mvds, context, delete) on the hosts, each run twice",
   async (t) => {
     await using world = await World.start();
     world.oned.addDatastore(datastoreXml({ id: 1 }));
@@ -234,6 +234,43 @@ ln -s disk.1.snap/base.1 disk.1; qemu-io -f qcow2 -c 'write -P 0x24 5M 1M' disk.
         await world.sh("hv1", `rmdir ${d1}.snap`);
         await twice("mvds", [`hv1:${d1}`, src1, VM, 1]);
         await assertKinds(world, FE, { [`${src1}.snap`]: "missing", [src1]: "file" });
+      },
+    );
+
+    await t.step(
+      "context builds the ISO on the front-end (files, renames, URL) and sends it as disk.3",
+      async () => {
+        const server = Deno.serve(
+          { hostname: "127.0.0.1", port: 0, onListen() {} },
+          () => new Response("from-url\n"),
+        );
+        try {
+          await world.writeFile(FE, `/var/lib/one/vms/${VM}/context.sh`, "HOSTNAME='vm7'\n");
+          await world.writeFile(FE, "/var/lib/one/datastores/2/abc", "#!/bin/sh\n");
+          const args = [
+            `/var/lib/one/vms/${VM}/context.sh`,
+            "/var/lib/one/datastores/2/abc:'init.sh'",
+            `http://127.0.0.1:${server.addr.port}/x/key.pub`,
+            `hv1:${vmDir()}/disk.3`,
+            VM,
+            100,
+          ];
+          await twice("context", args);
+          const iso = world.lab.path("hv1", `/var/lib/one/datastores/100/${VM}/disk.3`);
+          const out = await new Deno.Command("xorriso", {
+            args: ["-indev", iso, "-pvd_info", "-find", "/", "-type", "f"],
+            stdout: "piped",
+            stderr: "piped",
+          }).output();
+          const list = new TextDecoder().decode(out.stdout);
+          assert.match(list, /Volume Id\s*:\s*CONTEXT/);
+          for (const f of ["/context.sh", "/init.sh", "/key.pub"]) {
+            assert.ok(list.includes(`'${f}'`), list);
+          }
+          assert.deepEqual((await listDir(world, "hv1", vmDir())).filter((n) => n.startsWith(".")), []);
+        } finally {
+          await server.shutdown();
+        }
       },
     );
 
