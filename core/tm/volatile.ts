@@ -1,0 +1,57 @@
+/**
+ * `mkimage <size_mb> <format> <host>:<vm_dir>/disk.<i> <vm_id> <ds_id>` and `mkswap <size_mb>
+ * <host>:<vm_dir>/disk.<i> <vm_id> <ds_id>` (spec §3.3): volatile disks, made on the host by the
+ * datablock script of core/image/datablock.ts (FS checked against SUPPORTED_FS before anything
+ * runs, FS_OPTS_<FS> as argv words, QCOW2_OPTIONS for qcow2, SPARSE=NO preallocated, written under
+ * a temporary name and renamed). The FS comes from the disk's FS attribute; swap is a raw file
+ * with a swap signature. A retry makes the disk again, empty.
+ *
+ * @module
+ */
+
+import { InputError } from "../errors.ts";
+import { datablockScript } from "../image/datablock.ts";
+import { checkFormat } from "../image/disk_scripts.ts";
+import { logInfo } from "../one/log.ts";
+import { prepareDiskDestination } from "./clone.ts";
+import { diskFacts } from "./disk_facts.ts";
+import { parseVmFile } from "./paths.ts";
+import type { TmServices } from "./services.ts";
+
+/** Arguments of mkimage (mkswap is mkimage with format `swap`). */
+export interface VolatileRequest {
+  /** Size in MiB, as oned passed it. */
+  sizeMb: string;
+  /** `raw`, `qcow2` or `swap`. */
+  format: string;
+  /** `<host>:<vm_dir>/disk.<i>`. */
+  destination: string;
+  /** VM id. */
+  vmId: number;
+}
+
+/** Runs mkimage/mkswap (see the module doc). */
+export async function makeVolatileDisk(services: TmServices, request: VolatileRequest): Promise<void> {
+  const dst = parseVmFile(request.destination, "Volatile disk location");
+  if (!/^[0-9]+$/.test(request.sizeMb.trim()) || Number(request.sizeMb) <= 0) {
+    throw new InputError(`Disk size must be a positive number of MiB, got '${request.sizeMb}'`);
+  }
+  const format = checkFormat(request.format);
+  if (format === "") throw new InputError("mkimage needs a disk format (raw, qcow2 or swap)");
+  const vm = await services.lookup.vm(request.vmId);
+  const facts = diskFacts(vm, dst.diskId);
+  const fs = format === "swap" ? undefined : facts.fs.trim() || undefined;
+  // Built (and the FS checked) before anything happens on the host.
+  const script = datablockScript(
+    { path: dst.path, sizeMb: Number(request.sizeMb), format, fs, sparse: facts.sparse },
+    services.config,
+  );
+  await prepareDiskDestination(services, dst);
+  logInfo(
+    `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${Number(request.sizeMb)} MiB`,
+  );
+  await services.runner.run(dst.host, script, {
+    what: `Creating image ${dst.path}`,
+    timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
+  });
+}
