@@ -26,7 +26,8 @@ export function importInfoXml(v: { source: string; md5: string; size: string; fo
 /** Runs `export`. */
 export async function exportImage(env: DsEnv): Promise<string> {
   const a = env.action;
-  const source = checkPathSyntax(a.imageSource.trim(), "Image source");
+  const source = a.imageSource.trim();
+  checkPathSyntax(source, "Image source");
   const size = a.get("IMAGE/SIZE").trim();
   const host = await workHost(a.bridgeList, env.id);
   const out = await env.runner.output(

@@ -55,11 +55,14 @@ export function checkPathSyntax(path: string, what: string): string {
   return normalized;
 }
 
-/** The datastore's BASE_PATH, checked (absolute, plain characters), repeated slashes collapsed. */
+/**
+ * The datastore's BASE_PATH, checked (absolute, plain characters). It is returned as oned wrote it
+ * (only trailing slashes dropped): image names are `<BASE_PATH>/<hash>` exactly as upstream's.
+ */
 export function checkBasePath(basePath: string): string {
   const path = checkPathSyntax(basePath, "Datastore BASE_PATH");
   if (path === "/") throw new InputError("Datastore BASE_PATH cannot be /");
-  return path;
+  return basePath.replace(/\/+$/, "");
 }
 
 /**
@@ -78,8 +81,13 @@ export function checkImageSource(source: string, basePath: string): string {
   }
   const slash = path.lastIndexOf("/");
   const name = path.slice(slash + 1);
-  if (path.slice(0, slash) !== base || name === "" || name.startsWith(".")) throw bad();
-  return path;
+  if (
+    source.endsWith("/") || path.slice(0, slash) !== normalizePath(base) || name === "" ||
+    name.startsWith(".")
+  ) {
+    throw bad();
+  }
+  return source;
 }
 
 /** The temporary name a file is built under before it is renamed to `path` (same folder, hidden). */

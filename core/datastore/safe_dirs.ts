@@ -85,6 +85,20 @@ export function notAllowedError(path: string): InputError {
   return new InputError(`Not allowed to copy image from ${path}, check RESTRICTED_DIRS in your datastore`);
 }
 
+/** The path with its longest existing leading part resolved (symlinks followed), the rest appended. */
+export function resolveExisting(path: string): string {
+  const parts = path.split("/").filter((p) => p !== "");
+  for (let i = parts.length; i > 0; i--) {
+    try {
+      const head = Deno.realPathSync("/" + parts.slice(0, i).join("/"));
+      return normalizePath([head, ...parts.slice(i)].join("/"));
+    } catch {
+      // Shorter prefix next.
+    }
+  }
+  return path;
+}
+
 /**
  * Checks a local image path and returns the real path to read: syntax first (no shell syntax, no
  * `..`), then every symlink resolved and the result judged by the policy. Nothing is opened.
@@ -97,8 +111,8 @@ export function resolveAllowedPath(path: string, policy: DirPolicy): string {
   try {
     real = Deno.realPathSync(checked);
   } catch (error) {
-    // Refuse a restricted path before saying whether it exists.
-    if (!isAllowed(checked, policy)) throw notAllowedError(path);
+    // Refuse a restricted path before saying whether it exists: judge where its existing part leads.
+    if (!isAllowed(resolveExisting(checked), policy)) throw notAllowedError(path);
     const reason = error instanceof Deno.errors.NotFound
       ? "No such file or directory"
       : error instanceof Deno.errors.PermissionDenied

@@ -105,7 +105,7 @@ async function xzSize(path: string): Promise<number> {
 function httpWithHeaders(url: string): ByteSource & { headers: Headers | null } {
   const holder: { headers: Headers | null } = { headers: null };
   const source = httpSource(url, { onHeaders: (h) => holder.headers ??= h });
-  return Object.assign(Object.create(null), {
+  return {
     describe: source.describe,
     get size() {
       return source.size;
@@ -114,7 +114,7 @@ function httpWithHeaders(url: string): ByteSource & { headers: Headers | null } 
     get headers() {
       return holder.headers;
     },
-  });
+  };
 }
 
 /** Bytes of a directory tree, as `du -sb`. */
