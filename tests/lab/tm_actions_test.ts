@@ -54,10 +54,10 @@ function vmFixture(overrides: Partial<VmFixture> = {}): string {
     history: [{ hostname: "hv1", dsId: 100 }],
     ...overrides,
   });
-  "cold-path TM actions (clone, ln, mv, snapshots, resize, mvds, context, mkimage, mkswap, delete), each run twice",
+}
 
 labTest(
-  "cold-path TM actions (clone, ln, mv, snapshots, resize, mvds, context, delete) on the hosts, each run twice",
+  "cold-path TM actions (clone, ln, mv, snapshots, resize, mvds, context, mkimage, mkswap, delete), each run twice",
   async (t) => {
     await using world = await World.start();
     world.oned.addDatastore(datastoreXml({ id: 1 }));
@@ -278,27 +278,29 @@ ln -s disk.1.snap/base.1 disk.1; qemu-io -f qcow2 -c 'write -P 0x24 5M 1M' disk.
     );
 
     await t.step("mkimage and mkswap make volatile disks with the disk's FS and format", async () => {
-    const blkid = (p: string) => world.sh("hv2", `blkid -p -o export ${vmDir(100, 8)}/${p}`);
-    world.oned.addVm(vmFixture({ id: 8 }));
-    await twice("mkimage", [4, "raw", `hv2:${vmDir(100, 8)}/disk.2`, 8, 100]);
-    assert.match(await blkid("disk.2"), /^TYPE=ext4$/m);
-    await assertStandalone(world, "hv2", `${vmDir(100, 8)}/disk.2`, "raw", 4);
-    await twice("mkswap", [2, `hv2:${vmDir(100, 8)}/disk.4`, 8, 100]);
-    assert.match(await blkid("disk.4"), /^TYPE=swap$/m);
-    assert.match(await blkid("disk.4"), /^LABEL=swap$/m);
-    await twice("mkimage", [4, "qcow2", `hv2:${vmDir(100, 8)}/disk.5`, 8, 100], { QCOW2_OPTIONS: "-o compat=0.10" });
-    const d5 = await assertStandalone(world, "hv2", `${vmDir(100, 8)}/disk.5`, "qcow2", 4);
-    assert.equal(d5.compat, "0.10");
-    assert.ok(d5.actualSize >= 4 * MiB, `SPARSE=NO qcow2 preallocated (${d5.actualSize})`);
-    const r = await world.tm("mkimage", [4, "raw", `hv2:${vmDir(100, 8)}/disk.6`, 8, 100]);
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /Unsupported file system type: ntfs\. Supported types are: /);
-    await assertKinds(world, "hv2", { [`${vmDir(100, 8)}/disk.6`]: "missing" });
-    assert.deepEqual((await listDir(world, "hv2", vmDir(100, 8))).filter((n) => n.startsWith(".")), []);
-    await twice("delete", [`hv2:${vmDir(100, 8)}`, 8, 100]);
-  });
+      const blkid = (p: string) => world.sh("hv2", `blkid -p -o export ${vmDir(100, 8)}/${p}`);
+      world.oned.addVm(vmFixture({ id: 8 }));
+      await twice("mkimage", [4, "raw", `hv2:${vmDir(100, 8)}/disk.2`, 8, 100]);
+      assert.match(await blkid("disk.2"), /^TYPE=ext4$/m);
+      await assertStandalone(world, "hv2", `${vmDir(100, 8)}/disk.2`, "raw", 4);
+      await twice("mkswap", [2, `hv2:${vmDir(100, 8)}/disk.4`, 8, 100]);
+      assert.match(await blkid("disk.4"), /^TYPE=swap$/m);
+      assert.match(await blkid("disk.4"), /^LABEL=swap$/m);
+      await twice("mkimage", [4, "qcow2", `hv2:${vmDir(100, 8)}/disk.5`, 8, 100], {
+        QCOW2_OPTIONS: "-o compat=0.10",
+      });
+      const d5 = await assertStandalone(world, "hv2", `${vmDir(100, 8)}/disk.5`, "qcow2", 4);
+      assert.equal(d5.compat, "0.10");
+      assert.ok(d5.actualSize >= 4 * MiB, `SPARSE=NO qcow2 preallocated (${d5.actualSize})`);
+      const r = await world.tm("mkimage", [4, "raw", `hv2:${vmDir(100, 8)}/disk.6`, 8, 100]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /Unsupported file system type: ntfs\. Supported types are: /);
+      await assertKinds(world, "hv2", { [`${vmDir(100, 8)}/disk.6`]: "missing" });
+      assert.deepEqual((await listDir(world, "hv2", vmDir(100, 8))).filter((n) => n.startsWith(".")), []);
+      await twice("delete", [`hv2:${vmDir(100, 8)}`, 8, 100]);
+    });
 
-  await t.step("delete removes a disk with its snapshots, then the VM folder; twice is fine", async () => {
+    await t.step("delete removes a disk with its snapshots, then the VM folder; twice is fine", async () => {
       await twice("delete", [`hv1:${vmDir()}/disk.1`, VM, 1]);
       await assertKinds(world, "hv1", {
         [`${vmDir()}/disk.1`]: "missing",
