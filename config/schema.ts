@@ -307,6 +307,29 @@ export const SETTINGS = [
       "remote command and its timing.",
     usedBy: "core/one/log.ts",
   },
+  {
+    key: "LIBVIRT_URI",
+    file: "onestor.conf",
+    type: "string",
+    default: "qemu:///system",
+    meaning: "libvirt connection URI used by `virsh -c` on the hypervisors for live operations (live " +
+      "disk snapshots, save-as of a running disk, live backups, migration checks). Keep it equal to " +
+      "`LIBVIRT_URI` of the KVM driver's kvmrc.",
+    usedBy: "core/hypervisor (snap_create_live, cpds, prebackup_live, postmigrate)",
+    upstream: "Upstream read it from the KVM driver's kvmrc.",
+  },
+  {
+    key: "VIRSH_TIMEOUT",
+    file: "onestor.conf",
+    type: "integer",
+    default: "60",
+    min: 1,
+    unit: "seconds",
+    meaning: "Longest wait for `virsh domfsfreeze` (a guest agent that does not answer) before the " +
+      "operation falls back or fails.",
+    usedBy: "core/hypervisor (cpds of a running disk, live backups with FS_FREEZE=AGENT)",
+    upstream: "Upstream read it from the KVM driver's kvmrc.",
+  },
 
   // ---- sshrc -----------------------------------------------------------------------------------
   {

@@ -47,6 +47,10 @@ export class World {
       const authDir = `${lab.dir}/oned-auth`;
       await Deno.mkdir(authDir, { recursive: true });
       const env = await oned.envFor({ dir: authDir });
+      // Labs share the machine's /tmp: without a control folder of its own, an action could reuse
+      // an ssh master connection another lab opened to its own host of the same name. (The SSH
+      // layer turns this long name into a short folder of its own under /tmp.)
+      env.ONESTOR_SSH_CONTROL_DIR = `${lab.dir}/ssh-control-sockets`;
       await Deno.chmod(authDir, 0o755);
       await Deno.chmod(env.ONE_AUTH, 0o644);
       const tmName = options.tmName ?? "onestor";

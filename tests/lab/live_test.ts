@@ -1,0 +1,184 @@
+/**
+ * Live TM actions against real libvirtd + QEMU (TCG, no guest OS) on hv1 and hv2 of the lab:
+ * snap_create_live while the guest writes, live migration (premigrate, the KVM driver's
+ * `virsh migrate --copy-storage-all`, postmigrate, failmigrate), cpds of a running disk. One world
+ * and one libvirt per file; the steps run in order on one VM.
+ */
+
+import assert from "node:assert/strict";
+import { labTest } from "../support/lab.ts";
+import { ok, World } from "../support/world.ts";
+import { datastoreXml, hostXml, imageDisk, vmXml, volatileDisk } from "../support/fixtures.ts";
+import { domainXml, LIBVIRT_DIRS, LibvirtLab } from "../support/libvirt_lab.ts";
+
+const MiB = 1 << 20;
+const VM_ID = 7;
+const DOMAIN = `one-${VM_ID}`;
+/** As oned passes it (the default DATASTORE_LOCATION gives a double slash). */
+const VM_DIR_ARG = `/var/lib/one//datastores/100/${VM_ID}`;
+const VM_DIR = `/var/lib/one/datastores/100/${VM_ID}`;
+
+/** Pattern byte of each `chunk`-sized piece of `bytes`, or -1 when a piece is not uniform. */
+export function chunkPatterns(bytes: Uint8Array, chunk: number, count: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const piece = bytes.subarray(i * chunk, (i + 1) * chunk);
+    const first = piece[0];
+    out.push(piece.every((b) => b === first) ? first : -1);
+  }
+  return out;
+}
+
+function vm(tmName: string, host: string, extra: { lcmState?: number; history?: string[] } = {}) {
+  const hosts = extra.history ?? [host];
+  return vmXml({
+    id: VM_ID,
+    deployId: DOMAIN,
+    lcmState: extra.lcmState ?? 3,
+    disks: [
+      imageDisk({ DISK_ID: 0, TM_MAD: tmName, SIZE: 32, ORIGINAL_SIZE: 32, FORMAT: "qcow2" }),
+      volatileDisk({ DISK_ID: 1, TM_MAD: tmName, SIZE: 16, FORMAT: "raw", TYPE: "fs" }),
+    ],
+    context: { DISK_ID: 2, TARGET: "hda" },
+    history: hosts.map((h) => ({ hostname: h, hid: h === "hv1" ? 1 : 2, dsId: 100, tmMad: tmName })),
+  });
+}
+
+labTest("live actions on real libvirt: snap_create_live", async (t) => {
+  await using world = await World.start({ extraDirs: [...LIBVIRT_DIRS] });
+  const hv = await LibvirtLab.start(world.lab);
+  world.oned.addDatastore(datastoreXml({ id: 100, tmMad: world.tmName }));
+  world.oned.addDatastore(datastoreXml({ id: 1, tmMad: world.tmName }));
+  world.oned.addHost(hostXml({ id: 1, name: "hv1" }));
+  world.oned.addHost(hostXml({ id: 2, name: "hv2" }));
+  world.oned.addVm(vm(world.tmName, "hv1"));
+
+  // What the prolog would have laid: a 32 MiB qcow2 disk, a raw volatile disk, a context CD-ROM.
+  await world.sh(
+    "hv1",
+    `mkdir -p ${VM_DIR} && cd ${VM_DIR} && qemu-img create -q -f qcow2 disk.0 32M && ` +
+      `qemu-img create -q -f raw disk.1 16M && head -c 1048576 /dev/zero > disk.2 && ` +
+      `echo '<VM/>' > vm.xml`,
+    { user: "oneadmin" },
+  );
+  await hv.create(
+    "hv1",
+    domainXml({
+      vmId: VM_ID,
+      disks: [
+        { path: `${VM_DIR_ARG}/disk.0`, target: "vda", format: "qcow2" },
+        { path: `${VM_DIR_ARG}/disk.1`, target: "vdb", format: "raw" },
+        { path: `${VM_DIR_ARG}/disk.2`, target: "hda", format: "raw", cdrom: true },
+      ],
+    }),
+  );
+  // Guest data: 0xa1 in the first MiB, 0x5c in MiB 4..8.
+  await hv.guestWrite("hv1", DOMAIN, "vda", 0xa1, 0, MiB);
+  await hv.guestWrite("hv1", DOMAIN, "vda", 0x5c, 4 * MiB, 4 * MiB);
+  const diskArg = `hv1:${VM_DIR_ARG}/disk.0`;
+
+  const leftovers = async (host: string) =>
+    (await world.sh(host, `ls -A ${VM_DIR} ${VM_DIR}/disk.0.snap 2>/dev/null | grep onestor || true`)).trim();
+
+  await t.step("snap_create_live copies the running disk while the guest writes", async () => {
+    // The guest rewrites MiB 16..24 one MiB at a time, in rounds, while the snapshot is taken.
+    const writes: { chunk: number; pattern: number }[] = [];
+    let done = false;
+    let startedAt = -1;
+    let endedAt = -1;
+    const writer = (async () => {
+      for (let i = 0; !done || endedAt < 0 || writes.length < endedAt + 2; i++) {
+        const w = { chunk: i % 8, pattern: 0x10 + (i % 200) };
+        await hv.guestWrite("hv1", DOMAIN, "vda", w.pattern, (16 + w.chunk) * MiB, MiB);
+        writes.push(w);
+        if (i > 500) throw new Error("writer ran away");
+      }
+    })();
+    while (writes.length < 3) await new Promise((r) => setTimeout(r, 20));
+    startedAt = writes.length;
+    const result = await world.tm("snap_create_live", [diskArg, 0, VM_ID, 1]);
+    endedAt = writes.length;
+    done = true;
+    await writer;
+    ok(result, "snap_create_live");
+    assert.ok(endedAt > startedAt, `the guest wrote during the snapshot (${startedAt}..${endedAt})`);
+
+    const snap = `${VM_DIR}/disk.0.snap/0`;
+    const info = JSON.parse(await world.sh("hv1", `qemu-img info --output=json ${snap}`));
+    assert.equal(info.format, "qcow2");
+    assert.equal(info["backing-filename"], undefined, "the snapshot is standalone");
+    assert.equal(
+      (await world.sh("hv1", `stat -c %U ${snap}`)).trim(),
+      "oneadmin",
+      "oneadmin owns the snapshot (snap_delete and mvds run as oneadmin)",
+    );
+    await world.sh("hv1", `qemu-img check -q ${snap}`);
+    const bytes = await hv.readImage("hv1", snap);
+    assert.equal(bytes.length, 32 * MiB);
+    const chunks = chunkPatterns(bytes, MiB, 32);
+    assert.equal(chunks[0], 0xa1, "data written before the snapshot is in it");
+    assert.deepEqual(chunks.slice(4, 8), [0x5c, 0x5c, 0x5c, 0x5c]);
+    // Point in time: the written region equals the state after some prefix of the guest's writes,
+    // a prefix that ended while the action ran.
+    const region = chunks.slice(16, 24);
+    let match = -1;
+    for (let n = startedAt; n <= endedAt; n++) {
+      const state = new Array(8).fill(0);
+      for (const w of writes.slice(0, n)) state[w.chunk] = w.pattern;
+      if (state.every((p, i) => p === region[i])) match = n;
+    }
+    assert.ok(match >= 0, `snapshot region ${region} is the state after some prefix of the writes`);
+    // The domain kept its own disk, and nothing temporary is left.
+    const devices = await hv.blockDevices("hv1", DOMAIN);
+    assert.equal(devices.find((d) => d.target === "vda")?.source, `${VM_DIR_ARG}/disk.0`);
+    assert.equal(await leftovers("hv1"), "");
+    // Later guest writes go to the disk, not to the snapshot.
+    await hv.guestWrite("hv1", DOMAIN, "vda", 0xc3, 0, MiB);
+    assert.equal(chunkPatterns(await hv.readImage("hv1", snap), MiB, 1)[0], 0xa1);
+    assert.equal(chunkPatterns(await hv.readImage("hv1", `${VM_DIR}/disk.0`), MiB, 1)[0], 0xc3);
+  });
+
+  await t.step("snap_create_live twice in a row converges to the same snapshot", async () => {
+    ok(await world.tm("snap_create_live", [diskArg, 1, VM_ID, 1]), "first run");
+    const first = await hv.readImage("hv1", `${VM_DIR}/disk.0.snap/1`);
+    ok(await world.tm("snap_create_live", [diskArg, 1, VM_ID, 1]), "second run");
+    const second = await hv.readImage("hv1", `${VM_DIR}/disk.0.snap/1`);
+    assert.ok(first.length === second.length && first.every((b, i) => b === second[i]));
+    assert.equal((await world.sh("hv1", `ls ${VM_DIR}/disk.0.snap`)).trim().split("\n").join(" "), "0 1");
+  });
+
+  await t.step("a block job of someone else is retried, then reported; nothing is touched", async () => {
+    // A foreign copy job keeps vda busy (mirroring into a file of its own).
+    await world.sh("hv1", `: > /var/tmp/one/foreign.qcow2`, { user: "oneadmin" });
+    await hv.mustVirsh("hv1", ["blockcopy", DOMAIN, "vda", "/var/tmp/one/foreign.qcow2"]);
+    const started = Date.now();
+    const result = await world.tm("snap_create_live", [diskArg, 2, VM_ID, 1]);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /active block job/);
+    assert.ok(Date.now() - started >= 9000, "retried 3 times, 5 s apart");
+    assert.equal((await world.sh("hv1", `ls ${VM_DIR}/disk.0.snap`)).trim().split("\n").join(" "), "0 1");
+    assert.equal(await leftovers("hv1"), "");
+    assert.match(await hv.blockJob("hv1", DOMAIN, "vda"), /Block Copy/, "the foreign job still runs");
+    await hv.mustVirsh("hv1", ["blockjob", DOMAIN, "vda", "--abort"]);
+    const devices = await hv.blockDevices("hv1", DOMAIN);
+    assert.equal(devices.find((d) => d.target === "vda")?.source, `${VM_DIR_ARG}/disk.0`);
+  });
+
+  await t.step("a copy job left by an earlier try of ours is aborted and the snapshot made", async () => {
+    const stale = `${VM_DIR}/disk.0.snap/.onestor-blockcopy-disk.0-deadbeef0000`;
+    await world.sh("hv1", `: > ${stale}`, { user: "oneadmin" });
+    await hv.mustVirsh("hv1", ["blockcopy", DOMAIN, "vda", stale]);
+    ok(await world.tm("snap_create_live", [diskArg, 2, VM_ID, 1]), "snap_create_live");
+    assert.equal(await leftovers("hv1"), "");
+    assert.equal(await hv.blockJob("hv1", DOMAIN, "vda"), "");
+    assert.equal(chunkPatterns(await hv.readImage("hv1", `${VM_DIR}/disk.0.snap/2`), MiB, 1)[0], 0xc3);
+  });
+
+  await t.step("snap_create_live of a domain that does not run fails and creates nothing", async () => {
+    world.oned.addVm(vmXml({ id: 8, deployId: "one-8", history: [{ hostname: "hv1", dsId: 100 }] }));
+    const result = await world.tm("snap_create_live", [`hv1:${VM_DIR_ARG}/disk.0`, 3, 8, 1]);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /Domain one-8 does not exist on this host/);
+    assert.equal((await world.sh("hv1", `ls ${VM_DIR}/disk.0.snap`)).trim().split("\n").join(" "), "0 1 2");
+  });
+});
