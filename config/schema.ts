@@ -202,6 +202,19 @@ export const SETTINGS = [
     upstream: "Upstream trusted a copied `.md5sum` sidecar forever and never looked at the cached file.",
   },
   {
+    key: "REPLICA_CUT_THROUGH",
+    file: "onestor.conf",
+    type: "boolean",
+    default: "yes",
+    meaning: "On a cache miss, forward the image to the hypervisor while it is being written into the " +
+      "replica cache (one stream front-end → replica → hypervisor), so a cold deployment costs about " +
+      "one hop instead of two sequential copies. `no` fills the cache first, then copies from it. Not " +
+      "used for SPARSE=NO disks or when the hypervisor pulls from the replica (REPLICA_STORAGE_IP on " +
+      "the replica host): those fill first.",
+    usedBy: "core/cache (cache miss in tm clone/ln)",
+    upstream: "Upstream always copied front-end → replica, then replica → hypervisor.",
+  },
+  {
     key: "SSH_CONNECT_TIMEOUT",
     file: "onestor.conf",
     type: "integer",
@@ -383,7 +396,7 @@ export const SETTINGS = [
     min: 1,
     unit: "MiB",
     meaning: "Upper bound of the image cache on each replica; least recently used images that no " +
-      "deployment is using are evicted beyond it. Empty: REPLICA_MAX_USED_PERC applies instead.",
+      "deployment is using are evicted beyond it. Empty: only REPLICA_MAX_USED_PERC applies.",
     usedBy: "core/cache (eviction)",
     upstream: "Read on the front-end. Upstream read it on the replica, where this file usually does not " +
       "exist, so its defaults applied whatever the front-end said.",
@@ -393,8 +406,8 @@ export const SETTINGS = [
     file: "sshrc",
     type: "percent",
     default: "90",
-    meaning: "When REPLICA_MAX_SIZE_MB is empty, the cache may grow until the replica's filesystem is " +
-      "this full; least recently used images are evicted beyond it.",
+    meaning: "The cache may grow until the replica's filesystem is this full; least recently used " +
+      "images are evicted beyond it. Applies together with REPLICA_MAX_SIZE_MB when that is set.",
     usedBy: "core/cache (eviction)",
     upstream: "Read on the front-end (see REPLICA_MAX_SIZE_MB). Eviction never fails a deployment; " +
       "upstream's deleted one image per run and then failed the deployment.",

@@ -390,6 +390,11 @@ export class OneClient {
     return this.#info("one.hostpool.info", [], undefined, "HOST_POOL");
   }
 
+  /** `one.datastorepool.info`: the `<DATASTORE_POOL>` document (every datastore, with its template). */
+  datastorePoolInfo(): Promise<XmlElement> {
+    return this.#info("one.datastorepool.info", [], undefined, "DATASTORE_POOL");
+  }
+
   /**
    * The `<HOST>` document of a host given by id (`one.host.info`) or by name (`one.host.info`
    * takes only ids, so a name is looked up in `one.hostpool.info`).

@@ -1,7 +1,7 @@
 /**
  * A fake oned: an XML-RPC server on 127.0.0.1 (random port) answering `one.vm.info`,
- * `one.datastore.info`, `one.host.info` and `one.hostpool.info` from objects a test registers,
- * with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
+ * `one.datastore.info`, `one.host.info`, `one.hostpool.info` and `one.datastorepool.info` from
+ * objects a test registers, with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
  * machine [7].", 1024, 7, 0]`). It checks the session string and records every call.
  *
  * Lab hosts share the machine's network namespace, so actions running inside them reach the fake
@@ -274,7 +274,8 @@ export class FakeOned {
       "one.datastore.info": "datastore",
       "one.host.info": "host",
     } as Record<string, Kind>)[method];
-    if (kind === undefined && method !== "one.hostpool.info") {
+    const poolMethods = ["one.hostpool.info", "one.datastorepool.info"];
+    if (kind === undefined && !poolMethods.includes(method)) {
       return xml(faultXml(-506, `Requested method '${method}' not found`));
     }
     // xmlrpc-c checks the signature (A:sib / A:s) before oned sees the call.
@@ -290,8 +291,10 @@ export class FakeOned {
       );
     }
     if (kind === undefined) {
-      const hosts = [...this.#objects.host.entries()].sort(([a], [b]) => a - b).map(([, x]) => x);
-      return xml(responseXml([true, `<HOST_POOL>${hosts.join("")}</HOST_POOL>`, 0]));
+      const pool = method === "one.datastorepool.info" ? "datastore" : "host";
+      const root = pool === "datastore" ? "DATASTORE_POOL" : "HOST_POOL";
+      const objects = [...this.#objects[pool].entries()].sort(([a], [b]) => a - b).map(([, x]) => x);
+      return xml(responseXml([true, `<${root}>${objects.join("")}</${root}>`, 0]));
     }
     const id = params[1] as number;
     const found = this.#objects[kind].get(id);
