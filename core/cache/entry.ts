@@ -1,0 +1,285 @@
+/**
+ * The replica cache's records, as JSON files next to the cached images on the replica:
+ *
+ * - `<hash>.onestor.json`: the entry of one cached image ({@linkcode CacheEntry}): the identity of
+ *   the front-end image it is a copy of, what the cached files looked like when they were promoted,
+ *   the last use and the pins of deployments that are copying from it;
+ * - `<hash>.onestor-lease.json`: the lease of the process filling that entry ({@linkcode Lease});
+ * - `.onestor-fill-<hash>-<tag>/`: the folder a fill writes into before promotion.
+ *
+ * This module only builds, parses and judges these records; reading and writing them on the
+ * replica is `store.ts`. Times are the replica's clock in epoch seconds, so that front-ends with
+ * skewed clocks agree on when a lease or pin expires.
+ *
+ * @module
+ */
+
+/** Suffix of an entry file: `<hash>.onestor.json`. */
+export const ENTRY_SUFFIX = ".onestor.json";
+/** Suffix of a lease file: `<hash>.onestor-lease.json`. */
+export const LEASE_SUFFIX = ".onestor-lease.json";
+/** Prefix of a fill folder: `.onestor-fill-<hash>-<tag>`. */
+export const FILL_PREFIX = ".onestor-fill-";
+/** Lock file of a cache folder (flock, held for a few milliseconds by each state change). */
+export const LOCK_NAME = ".onestor.lock";
+/** Event log of a cache folder (JSON lines: fills, promotions, evictions, invalidations). */
+export const LOG_NAME = ".onestor-cache.log";
+/** Version of the record format. */
+export const RECORD_VERSION = 1;
+
+/** One file of an image as the front-end sees it. */
+export interface SourceFile {
+  /** Path relative to the image folder: `<hash>` or `<hash>.snap/<id>`. */
+  name: string;
+  /** `f` regular file, `d` folder, `l` symlink. */
+  type: "f" | "d" | "l";
+  /** Size in bytes. */
+  size: number;
+  /** Modification time in milliseconds. */
+  mtime_ms: number;
+}
+
+/** What an entry is a copy of: the front-end image and its content checksum. */
+export interface SourceRecord {
+  /** Image path on the front-end (the SOURCE). */
+  path: string;
+  /** Size of the image file in bytes. */
+  size: number;
+  /** Modification time of the image file in milliseconds. */
+  mtime_ms: number;
+  /** Checksum program (`b2sum`, `sha256sum`, `md5sum`). */
+  algorithm: string;
+  /** Digest of the per-file checksums (see {@linkcode contentDigest}). */
+  checksum: string;
+  /** Per-file checksums of the regular files (image and snapshots), by relative name. */
+  sums: Record<string, string>;
+}
+
+/** A cached file as promoted on the replica. */
+export interface CachedFile {
+  /** Relative name, as in {@linkcode SourceFile}. */
+  name: string;
+  /** `f`, `d` or `l`. */
+  type: "f" | "d" | "l";
+  /** Size in bytes. */
+  size: number;
+  /** Modification time, epoch seconds (what `stat -c %Y` prints). */
+  mtime: number;
+  /** Allocated bytes. */
+  allocated: number;
+}
+
+/** A deployment that is copying from an entry; an entry with a live pin is never evicted. */
+export interface Pin {
+  /** Process that holds it (see {@linkcode ownerId}). */
+  owner: string;
+  /** VM id, for `onestor cache ls`. */
+  vm: number | null;
+  /** Disk id. */
+  disk: number | null;
+  /** Hypervisor the copy goes to. */
+  host: string | null;
+  /** Replica time after which the pin is dead (its holder renews it while it copies). */
+  expires_at: number;
+}
+
+/** The record of one cached image (`<hash>.onestor.json`). */
+export interface CacheEntry {
+  version: number;
+  /** Identity of the front-end image this is a copy of. */
+  source: SourceRecord;
+  /** The promoted files on the replica. */
+  files: CachedFile[];
+  /** Apparent size of the image file. */
+  size: number;
+  /** Allocated bytes of all files of the entry. */
+  allocated: number;
+  /** Replica time of the promotion. */
+  created_at: number;
+  /** Process that filled it. */
+  filled_by: string;
+  /** Replica time of the last deployment that used it (LRU order for eviction). */
+  last_use: number;
+  /** Deployments copying from it now. */
+  pins: Pin[];
+}
+
+/** The lease of the process filling an entry (`<hash>.onestor-lease.json`). */
+export interface Lease {
+  version: number;
+  /** Holder (see {@linkcode ownerId}). */
+  owner: string;
+  /** Front-end the holder runs on. */
+  frontend: string;
+  /** Pid of the holder on that front-end. */
+  pid: number;
+  /** Image path being filled. */
+  source: string;
+  /** Fill folder name (removed by whoever takes an expired lease over). */
+  fill: string;
+  /** Bytes the fill will need, counted as used by concurrent evictions. */
+  reserve: number;
+  /** Replica time when it was first taken. */
+  acquired_at: number;
+  /** Replica time after which it is dead unless renewed. */
+  expires_at: number;
+}
+
+/** A process-unique owner id: front-end host name, pid and a random tag. */
+export function ownerId(): string {
+  let host = "frontend";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // Keep the generic name: the pid and random tag still make the id unique.
+  }
+  return `${host}:${Deno.pid}:${randomTag()}`;
+}
+
+/** Eight random hex digits. */
+export function randomTag(): string {
+  return [...crypto.getRandomValues(new Uint8Array(4))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** `<hash>.onestor.json`. */
+export function entryName(image: string): string {
+  return `${image}${ENTRY_SUFFIX}`;
+}
+
+/** `<hash>.onestor-lease.json`. */
+export function leaseName(image: string): string {
+  return `${image}${LEASE_SUFFIX}`;
+}
+
+/** A fill folder name for `image` owned by `owner`: safe characters only. */
+export function fillName(image: string, owner: string): string {
+  const tag = owner.replace(/[^A-Za-z0-9]+/g, "-").slice(-40);
+  return `${FILL_PREFIX}${image}-${tag}`;
+}
+
+/** Serialises a record as compact JSON (no trailing newline: the stored text is compared byte for byte). */
+export function encodeRecord(record: CacheEntry | Lease): string {
+  return JSON.stringify(record);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+const num = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const str = (v: unknown): v is string => typeof v === "string";
+
+/** Parses an entry file; null when it is not a well-formed entry (it is then never served). */
+export function parseEntry(text: string | null): CacheEntry | null {
+  if (text === null) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(value) || value.version !== RECORD_VERSION) return null;
+  const s = value.source;
+  if (
+    !isObject(s) || !str(s.path) || !num(s.size) || !num(s.mtime_ms) || !str(s.algorithm) ||
+    !str(s.checksum) || !isObject(s.sums)
+  ) return null;
+  if (!Array.isArray(value.files) || !Array.isArray(value.pins)) return null;
+  for (const f of value.files) {
+    if (!isObject(f) || !str(f.name) || !str(f.type) || !num(f.size) || !num(f.mtime) || !num(f.allocated)) {
+      return null;
+    }
+  }
+  for (const p of value.pins) if (!isObject(p) || !str(p.owner) || !num(p.expires_at)) return null;
+  if (!num(value.size) || !num(value.allocated) || !num(value.last_use) || !num(value.created_at)) {
+    return null;
+  }
+  return value as unknown as CacheEntry;
+}
+
+/** Parses a lease file; null when absent or unreadable (an unreadable lease counts as expired). */
+export function parseLease(text: string | null): Lease | null {
+  if (text === null) return null;
+  try {
+    const value = JSON.parse(text);
+    if (!isObject(value) || !str(value.owner) || !num(value.expires_at)) return null;
+    return value as unknown as Lease;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a lease still protects a fill at replica time `now`. */
+export function leaseLive(lease: Lease | null, now: number): boolean {
+  return lease !== null && lease.expires_at > now;
+}
+
+/** The pins of an entry that are still alive at replica time `now`. */
+export function livePins(entry: CacheEntry, now: number): Pin[] {
+  return entry.pins.filter((p) => p.expires_at > now);
+}
+
+/** The identity a front-end computes for an image (what an entry must match to be served). */
+export interface ImageIdentity {
+  path: string;
+  size: number;
+  mtime_ms: number;
+  algorithm: string;
+  checksum: string;
+  sums: Record<string, string>;
+}
+
+/** Why an entry cannot be served, or null when it can. */
+export function entryProblem(
+  entry: CacheEntry,
+  identity: ImageIdentity,
+  files: readonly CachedFile[],
+): string | null {
+  const s = entry.source;
+  if (s.path !== identity.path) return `it caches ${s.path}`;
+  if (s.size !== identity.size || s.mtime_ms !== identity.mtime_ms) {
+    return "the image changed on the front-end since it was cached";
+  }
+  if (s.algorithm !== identity.algorithm || s.checksum !== identity.checksum) {
+    return "its recorded checksum differs from the front-end image's";
+  }
+  return filesProblem(entry, files);
+}
+
+/** Why the cached files on the replica no longer look as they did at promotion, or null. */
+export function filesProblem(entry: CacheEntry, files: readonly CachedFile[]): string | null {
+  const now = new Map(files.map((f) => [f.name, f]));
+  for (const f of entry.files) {
+    const seen = now.get(f.name);
+    if (!seen) return `${f.name} is missing on the replica`;
+    if (seen.type !== f.type) return `${f.name} changed type on the replica`;
+    if (f.type === "f" && seen.size !== f.size) {
+      return `${f.name} is ${seen.size} bytes on the replica, ${f.size} when cached`;
+    }
+    if (f.type === "f" && seen.mtime !== f.mtime) return `${f.name} was modified on the replica`;
+  }
+  for (const f of files) {
+    if (f.type === "f" && !entry.files.some((e) => e.name === f.name)) {
+      return `${f.name} on the replica is not part of the entry`;
+    }
+  }
+  return null;
+}
+
+/**
+ * The content checksum of an image: a SHA-256 over the sorted `<sum>  <name>` lines of its regular
+ * files (image and snapshots), so that a snapshot added, removed or changed changes it too.
+ */
+export async function contentDigest(algorithm: string, sums: Record<string, string>): Promise<string> {
+  const lines = Object.keys(sums).sort().map((name) => `${sums[name]}  ${name}\n`).join("");
+  const data = new TextEncoder().encode(`${algorithm}\n${lines}`);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Whether two per-file checksum maps are equal. */
+export function sameSums(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
+}
