@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { labTest } from "../support/lab.ts";
 import { ok, World } from "../support/world.ts";
+import { datastoreXml, vmXml } from "../support/fixtures.ts";
 
 labTest("installed TM symlinks run on the frontend as oneadmin, and monitor_ds reports disks", async () => {
   await using world = await World.start();
@@ -22,4 +23,32 @@ labTest("installed TM symlinks run on the frontend as oneadmin, and monitor_ds r
     decoded,
     /^\nDISK_SIZE = \[ ID=0, SIZE=0 \]\nSNAPSHOT_SIZE = \[ ID=12, DISK_ID=0, SIZE=3 \]\n$/,
   );
+});
+
+labTest("an action whose host's sshd is down fails within its timeout, naming the host", async () => {
+  await using world = await World.start();
+  world.oned.addDatastore(datastoreXml({ id: 0, type: 1, tmMad: world.tmName, dsMad: "-" }));
+  world.oned.addVm(vmXml({ id: 7, history: [{ hostname: "hv2", hid: 3, dsId: 0 }] }));
+  await world.writeFile(
+    "frontend",
+    "/var/lib/one/remotes/etc/onestor/onestor.conf",
+    "SSH_CONNECT_TIMEOUT=5\nSSH_CONTROL_TIMEOUT=20\n",
+  );
+  await world.sh("hv2", "mkdir -p /var/lib/one/datastores/0/7 && touch /var/lib/one/datastores/0/7/disk.0", {
+    user: "oneadmin",
+  });
+  await world.lab.stopSshd("hv2");
+  const started = performance.now();
+  const result = await world.tm("delete", ["hv2:/var/lib/one//datastores/0/7", 7, 0]);
+  const elapsed = performance.now() - started;
+  assert.notEqual(result.code, 0);
+  const cause = result.stderr.split("\n").filter((l) => l !== "" && !/^(INFO|WARN|ERROR|DEBUG):/.test(l));
+  assert.equal(cause.length, 1, result.stderr);
+  assert.match(cause[0], /hv2/);
+  assert.ok(elapsed < 20_000, `failed after ${elapsed} ms, within the 20 s control timeout`);
+  // Nothing was deleted, and once sshd is back the same call succeeds.
+  await world.lab.startSshd("hv2");
+  assert.ok(Deno.statSync(world.lab.path("hv2", "/var/lib/one/datastores/0/7/disk.0")).isFile);
+  ok(await world.tm("delete", ["hv2:/var/lib/one//datastores/0/7", 7, 0]), "delete");
+  assert.throws(() => Deno.statSync(world.lab.path("hv2", "/var/lib/one/datastores/0/7")));
 });
