@@ -171,6 +171,38 @@ labTest(
       });
 
       await t.step(
+        "cp reads another host's file (ssh://) and refuses more data than the datastore holds",
+        async () => {
+          await makeImage(world, "hv1", "/var/lib/one/export/img.qcow2", {
+            format: "qcow2",
+            sizeMb: 16,
+            patterns: DATA,
+          });
+          const refused = await world.ds(
+            "cp",
+            51,
+            payload({ path: "ssh://hv1:/var/lib/one/export/img.qcow2" }),
+          );
+          assert.match(refused.stderr, /Not allowed to copy image from ssh:\/\/hv1:/);
+          const safe = { SAFE_DIRS: "/var/tmp /var/lib/one/export" };
+          const out = ok(
+            await world.ds("cp", 51, payload({ path: "ssh://hv1:/var/lib/one/export/img.qcow2" }, safe)),
+          );
+          assert.match(out, SOURCE_LINE("qcow2"));
+          await assertPatterns(world, FE, out.split(" ")[0], DATA, "qcow2");
+          // LIMIT_MB leaves 1 MiB (the fixture's datastore uses 51200 MiB): 2 MiB of data do not fit.
+          const before = await files(world, FE, BASE);
+          const full = await world.ds("cp", 52, payload({ path: `${dir}/disk.raw` }, { LIMIT_MB: 51201 }));
+          assert.notEqual(full.code, 0);
+          assert.match(
+            full.stderr,
+            /holds more than 1 MiB of data \(LIMIT_MB of the datastore leaves 1 MiB\)/,
+          );
+          assert.deepEqual(await files(world, FE, BASE), before);
+        },
+      );
+
+      await t.step(
         "cp honours SPARSE: holes kept by default, every block allocated with SPARSE=NO",
         async () => {
           const sparse = ok(await world.ds("cp", 47, payload({ path: `${dir}/disk.raw` }))).split(" ")[0];
@@ -404,6 +436,27 @@ echo stale > ${source}.md5sum`,
           });
           assert.equal(ok(await world.ds("snap_delete", 90, snap(3))), "");
           assert.deepEqual(await files(world, FE, `${source}.snap`), []);
+          // With a qcow2 TM_MAD the highest snapshot is the active overlay: it is recreated on the target.
+          await world.sh(
+            FE,
+            `set -e; mkdir -p ${source}.snap; qemu-img create -q -f qcow2 ${source}.snap/0 16M
+qemu-io -f qcow2 -c 'write -P 0x30 0 1M' ${source}.snap/0 >/dev/null
+qemu-img create -q -f qcow2 -b ${source}.snap/0 -F qcow2 ${source}.snap/1
+qemu-io -f qcow2 -c 'write -P 0x31 0 1M' ${source}.snap/1 >/dev/null`,
+            { user: "oneadmin" },
+          );
+          const qcow2Ds = driverActionBase64({
+            image: imageXml({ id: 90, source, targetSnapshot: 0, format: "qcow2", persistent: true }),
+            datastore: datastoreXml({ id: 1, tmMad: "qcow2" }),
+          });
+          assert.equal(ok(await world.ds("snap_revert", 90, qcow2Ds), "qcow2 snap_revert"), "");
+          // qemu-io inside the host: the overlay names its backing file by its path there.
+          await world.sh(
+            FE,
+            `qemu-io -r -f qcow2 -c 'read -P 0x30 0 1M' ${source}.snap/1 | grep -q 'read 1048576/'`,
+          );
+          assert.match(await world.sh(FE, `qemu-img info ${source}.snap/1`), /backing file: .*\.snap\/0/);
+          await world.sh(FE, `rm -rf ${source}.snap`);
           // Reverting to a missing snapshot fails and leaves the image alone.
           const bad = await world.ds("snap_revert", 90, snap(7));
           assert.notEqual(bad.code, 0);
@@ -459,6 +512,21 @@ echo stale > ${source}.md5sum`,
         assert.match(monitor, /^USED_MB=\d+\nFREE_MB=\d+\nTOTAL_MB=\d+\n$/);
         const exported = ok(await world.ds("export", 100, payload({ source, size: 16 }, bridge)));
         assert.match(exported, new RegExp(`<IMPORT_SOURCE><!\\[CDATA\\[ssh://hv1:${source}\\]\\]>`));
+        // clone from a datastore whose images live on hv1 (SOURCE_BRIDGE_LIST) into the front-end.
+        const cloned = ok(
+          await world.ds(
+            "clone",
+            103,
+            driverActionBase64({
+              image: imageXml({ id: 103, path: source, cloningId: 100 }),
+              datastore: datastoreXml({ id: 1, template: { DRIVER: "qcow2" } }),
+              extra: "<SOURCE_BRIDGE_LIST>hv1</SOURCE_BRIDGE_LIST>",
+            }),
+          ),
+          "clone from a bridge",
+        );
+        assert.match(cloned, SOURCE_LINE("qcow2"));
+        await assertPatterns(world, FE, cloned.split(" ")[0], DATA, "qcow2");
         assert.equal(ok(await world.ds("rm", 100, payload({ source }, bridge))), "");
         assert.equal((await world.lab.sh("hv1", `test -e ${source}`)).code, 1, "removed on hv1");
         world.oned.addHost(hostXml({ id: 1, name: "hv1", state: 4 }));
