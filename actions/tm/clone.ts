@@ -19,5 +19,6 @@ export async function run(context: ActionContext): Promise<void> {
     destination,
     vmId: parseId(vmId, "VM id"),
     dsId: parseId(dsId, "Datastore id"),
+    replicaHost: context.name.endsWith(".replica") ? (context.args[4] ?? "") : undefined,
   });
 }

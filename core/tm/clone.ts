@@ -4,6 +4,12 @@
  * `disk.<i>.snap`, then growth to the disk's SIZE. The ssh driver copies persistent images too
  * (`ln` is the same operation; `mvds` copies them back at the end).
  *
+ * Replica mode: when the VM's system datastore (last history record) has REPLICA_HOST, the image
+ * comes through that cluster's cache (core/cache/replica_clone.ts: front-end → replica once, then
+ * replica → host); this module still makes the folder and the marker and grows the disk, so both
+ * paths give the same disk. `clone.replica`/`ln.replica` (upstream's names) take the replica as
+ * a 5th argument or from the datastore.
+ *
  * SPARSE=NO copies without holes and grows with `--preallocation=falloc`. The copy is byte-exact
  * (checksummed), so a copied qcow2 keeps the options it was created with; QCOW2_OPTIONS are then
  * applied in place with `qemu-img amend` where qemu-img can change them (compat, lazy_refcounts,
@@ -13,9 +19,12 @@
  * @module
  */
 
+import { replicaClone } from "../cache/replica_clone.ts";
+import { InputError } from "../errors.ts";
 import { amendScript, growScript } from "../image/disk_scripts.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
+import type { VmView } from "../one/objects.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { diskFacts } from "./disk_facts.ts";
@@ -35,6 +44,11 @@ export interface CloneRequest {
   vmId: number;
   /** Image datastore id. */
   dsId: number;
+  /**
+   * Set when invoked as `clone.replica`/`ln.replica`: the REPLICA_HOST given as 5th argument, or
+   * `""` to read it from the system datastore (and fail when it has none).
+   */
+  replicaHost?: string;
 }
 
 /** The image to copy: host (null = this front-end), folder and file name. */
@@ -68,13 +82,47 @@ rm -rf -- ${`${dst.path}.snap`}`,
   );
 }
 
+/**
+ * The replica that serves this clone: the REPLICA_HOST of the VM's current system datastore
+ * (history DS_ID), or the one given to `clone.replica`; `""` for a direct copy.
+ */
+export async function replicaFor(services: TmServices, request: CloneRequest, vm: VmView): Promise<string> {
+  const given = request.replicaHost?.trim();
+  if (given) return given;
+  const sysDsId = vm.systemDsId;
+  const replica = sysDsId === null ? "" : (await services.lookup.datastore(sysDsId)).replicaHost;
+  if (replica === "" && request.replicaHost !== undefined) {
+    throw new InputError(`No REPLICA_HOST in datastore ${sysDsId ?? "(the VM has no history)"} template`);
+  }
+  return replica;
+}
+
 /** Runs clone/ln (see the module doc). */
 export async function cloneDisk(services: TmServices, request: CloneRequest): Promise<void> {
   const src = parseCloneSource(request.source);
   const dst = parseVmFile(request.destination, "Clone destination");
   const vm = await services.lookup.vm(request.vmId);
   const facts = diskFacts(vm, dst.diskId);
+  const replica = await replicaFor(services, request, vm);
   await prepareDiskDestination(services, dst);
+  if (replica !== "" && services.runner.isLocal(src.host)) {
+    // The cache copies the image (and its .snap) into place; the rest is the same as below.
+    await replicaClone({
+      action: request.action,
+      vmId: request.vmId,
+      diskId: dst.diskId,
+      sourcePath: `${src.dir}/${src.name}`,
+      imageDsId: request.dsId,
+      dest: { host: dst.host, path: dst.path },
+      replica,
+      sparse: facts.sparse,
+    });
+    await finishDisk(services, dst, facts);
+    return;
+  }
+  if (replica !== "") {
+    logInfo(`${request.source} is not on the front-end: copying it directly, not via ${replica}`);
+  }
   logInfo(`Cloning ${request.source} in ${request.destination}`);
   const result = await copyEntries(services.runner, {
     from: {

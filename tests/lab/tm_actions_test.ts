@@ -300,6 +300,46 @@ ln -s disk.1.snap/base.1 disk.1; qemu-io -f qcow2 -c 'write -P 0x24 5M 1M' disk.
       await twice("delete", [`hv2:${vmDir(100, 8)}`, 8, 100]);
     });
 
+    await t.step(
+      "clone in replica mode goes through the replica's cache, then grows like a direct copy",
+      async () => {
+        world.oned.addDatastore(datastoreXml({ id: 102, template: { REPLICA_HOST: "replica" } }));
+        world.oned.addVm(vmFixture({ id: 9, history: [{ hostname: "hv2", hid: 2, dsId: 102 }] }));
+        const d0 = `${vmDir(102, 9)}/disk.0`;
+        const r = await world.tm("clone", [`${FE}:${src0}`, `hv2:${d0}`, 9, 1]);
+        ok(r, "clone via replica");
+        assert.match(r.stderr, /via replica replica/);
+        ok(await world.tm("clone", [`${FE}:${src0}`, `hv2:${d0}`, 9, 1]), "clone via replica (again)");
+        await assertStandalone(world, "hv2", d0, "qcow2", 32);
+        await assertPatterns(world, "hv2", d0, IMG0, "qcow2");
+        assert.equal(
+          await Deno.readTextFile(world.lab.path("hv2", "/var/lib/one/datastores/102/.monitor")),
+          "onestor\n",
+        );
+        assert.ok(
+          (await listDir(world, "replica", `${DS_LOC}/1`)).includes(src0.split("/").pop()!),
+          "the image is cached on the replica",
+        );
+        // Upstream's names: clone.replica with the replica as 5th argument, or read from the datastore.
+        world.oned.addVm(vmFixture({ id: 9, history: [{ hostname: "hv2", hid: 2, dsId: 101 }] }));
+        const d1 = `${vmDir(101, 9)}/disk.1`;
+        const named = await world.tm("ln.replica", [`${FE}:${src1}`, `hv2:${d1}`, 9, 1, "replica"]);
+        ok(named, "ln.replica");
+        assert.match(named.stderr, /via replica replica/);
+        await assertPatterns(world, "hv2", d1, IMG1, "raw");
+        const missing = await world.tm("clone.replica", [
+          `${FE}:${src0}`,
+          `hv2:${vmDir(101, 9)}/disk.0`,
+          9,
+          1,
+        ]);
+        assert.notEqual(missing.code, 0);
+        assert.match(missing.stderr, /No REPLICA_HOST in datastore 101 template/);
+        await twice("delete", [`hv2:${vmDir(102, 9)}`, 9, 102]);
+        await twice("delete", [`hv2:${vmDir(101, 9)}`, 9, 101]);
+      },
+    );
+
     await t.step("delete removes a disk with its snapshots, then the VM folder; twice is fine", async () => {
       await twice("delete", [`hv1:${vmDir()}/disk.1`, VM, 1]);
       await assertKinds(world, "hv1", {
