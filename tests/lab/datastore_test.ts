@@ -20,6 +20,7 @@ import {
 } from "../support/fixtures.ts";
 import { assertPatterns, makeImage, type Pattern } from "../support/disk_checks.ts";
 import { hostXml } from "../support/fixtures.ts";
+import { startRangeServer } from "../support/range_server.ts";
 
 const MiB = 1 << 20;
 const FE = "frontend";
@@ -55,52 +56,6 @@ async function usage(
 
 async function same(world: World, host: string, a: string, b: string): Promise<boolean> {
   return (await world.lab.sh(host, `qemu-img compare -q ${a} ${b}`)).code === 0;
-}
-
-/** An HTTP server on 127.0.0.1 serving files from memory; it can drop a response once mid-body. */
-function httpServer(filesByPath: Record<string, Uint8Array>) {
-  const log: { path: string; range: string | null; dropped: boolean }[] = [];
-  let dropNext = false;
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const path = new URL(request.url).pathname;
-    const body = filesByPath[path];
-    const range = request.headers.get("range");
-    if (!body) return new Response("not found", { status: 404 });
-    let start = 0;
-    const match = range?.match(/^bytes=(\d+)-$/);
-    if (match) start = Number(match[1]);
-    const slice = body.subarray(start);
-    const drop = dropNext && slice.length > 2 * MiB;
-    if (drop) dropNext = false;
-    log.push({ path, range, dropped: drop });
-    const headers = new Headers({
-      "content-length": String(slice.length),
-      "accept-ranges": "bytes",
-      etag: '"v1"',
-    });
-    if (match) headers.set("content-range", `bytes ${start}-${body.length - 1}/${body.length}`);
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        if (drop) {
-          controller.enqueue(slice.subarray(0, MiB + 12345));
-          // Let the first part reach the client, then break the connection.
-          setTimeout(() => controller.error(new Error("dropped on purpose")), 200);
-          return;
-        }
-        controller.enqueue(slice);
-        controller.close();
-      },
-    });
-    return new Response(stream, { status: match ? 206 : 200, headers });
-  });
-  return {
-    url: (path: string) => `http://127.0.0.1:${server.addr.port}${path}`,
-    log,
-    dropOnce() {
-      dropNext = true;
-    },
-    close: () => server.shutdown(),
-  };
 }
 
 labTest(
@@ -225,9 +180,9 @@ labTest(
         async () => {
           const qcow2 = await Deno.readFile(`${dir}/disk.qcow2`);
           const raw = await Deno.readFile(`${dir}/disk.raw`);
-          const server = httpServer({ "/disk.qcow2": qcow2, "/disk.raw": raw });
+          const server = startRangeServer({ "/disk.qcow2": qcow2, "/disk.raw": raw });
           try {
-            server.dropOnce();
+            server.drop();
             const res = await world.ds(
               "cp",
               49,
@@ -236,9 +191,9 @@ labTest(
             const out = ok(res, "cp http");
             assert.match(out, SOURCE_LINE("qcow2"));
             assert.ok(await same(world, FE, out.split(" ")[0], `${dir}/disk.raw`));
-            assert.ok(server.log.some((l) => l.dropped), "the server dropped the connection once");
+            assert.ok(server.requests.some((l) => l.dropped), "the server dropped the connection once");
             assert.ok(
-              server.log.some((l) => l.range !== null && /^bytes=[1-9]\d*-$/.test(l.range)),
+              server.requests.some((l) => l.range !== null && /^bytes=[1-9]\d*-$/.test(l.range)),
               "resumed with Range",
             );
             assert.match(res.stderr, /interrupted at byte \d+/);

@@ -14,6 +14,7 @@ import {
   sourceKind,
 } from "../../core/datastore/sources.ts";
 import { runCommand } from "../../core/remote/process.ts";
+import { startRangeServer } from "../support/range_server.ts";
 
 const MiB = 1 << 20;
 
@@ -137,42 +138,21 @@ Deno.test("openImageStream() paces the source at the rate asked", async () => {
   assert.ok(performance.now() - started >= 280);
 });
 
-/** A server that can drop a body once, ignore ranges, or change the file under the client. */
+/** A server that can drop bodies, ignore ranges, or change the file under the client. */
 function server(body: Uint8Array, mode: { ranges: boolean; etag: () => string; drops: number }) {
-  const requests: (string | null)[] = [];
-  let drops = mode.drops;
-  const s = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    onListen() {},
-    onError: () => new Response(null, { status: 500 }),
-  }, (req) => {
-    const range = req.headers.get("range");
-    requests.push(range);
-    let start = 0;
-    const m = range?.match(/^bytes=(\d+)-$/);
-    const useRange = mode.ranges && m && (req.headers.get("if-range") ?? mode.etag()) === mode.etag();
-    if (useRange) start = Number(m![1]);
-    const slice = body.subarray(start);
-    const headers = new Headers({ "content-length": String(slice.length), etag: mode.etag() });
-    if (mode.ranges) headers.set("accept-ranges", "bytes");
-    if (useRange) headers.set("content-range", `bytes ${start}-${body.length - 1}/${body.length}`);
-    const drop = drops > 0;
-    if (drop) drops--;
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        if (drop) {
-          controller.enqueue(slice.subarray(0, 300_000));
-          setTimeout(() => controller.error(new Error("drop")), 50);
-        } else {
-          controller.enqueue(slice);
-          controller.close();
-        }
-      },
-    });
-    return new Response(stream, { status: useRange ? 206 : 200, headers });
+  const srv = startRangeServer({ "/img": body }, {
+    ranges: mode.ranges,
+    etag: mode.etag,
+    dropAfter: 300_000,
   });
-  return { url: `http://127.0.0.1:${s.addr.port}/img`, requests, close: () => s.shutdown() };
+  srv.drop(mode.drops);
+  return {
+    url: srv.url("/img"),
+    get requests() {
+      return srv.requests.map((r) => r.range);
+    },
+    close: () => srv.close(),
+  };
 }
 
 Deno.test("httpSource() resumes a dropped download with Range, and the bytes match", async () => {
