@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { labTest } from "../support/lab.ts";
 import { ok, World } from "../support/world.ts";
-import { datastoreXml, hostXml, imageDisk, vmXml, volatileDisk } from "../support/fixtures.ts";
+import { base64Xml, datastoreXml, hostXml, imageDisk, vmXml, volatileDisk } from "../support/fixtures.ts";
 import { domainXml, LIBVIRT_DIRS, LibvirtLab } from "../support/libvirt_lab.ts";
 
 const MiB = 1 << 20;
@@ -29,7 +29,11 @@ export function chunkPatterns(bytes: Uint8Array, chunk: number, count: number): 
   return out;
 }
 
-function vm(tmName: string, host: string, extra: { lcmState?: number; history?: string[] } = {}) {
+function vm(
+  tmName: string,
+  host: string,
+  extra: { lcmState?: number; history?: string[]; other?: string } = {},
+) {
   const hosts = extra.history ?? [host];
   return vmXml({
     id: VM_ID,
@@ -38,13 +42,15 @@ function vm(tmName: string, host: string, extra: { lcmState?: number; history?: 
     disks: [
       imageDisk({ DISK_ID: 0, TM_MAD: tmName, SIZE: 32, ORIGINAL_SIZE: 32, FORMAT: "qcow2" }),
       volatileDisk({ DISK_ID: 1, TM_MAD: tmName, SIZE: 16, FORMAT: "raw", TYPE: "fs" }),
+      // A disk of another driver (migrate_other passes the migration on to it).
+      ...(extra.other ? [imageDisk({ DISK_ID: 3, IMAGE_ID: 3, TM_MAD: extra.other, READONLY: "YES" })] : []),
     ],
     context: { DISK_ID: 2, TARGET: "hda" },
     history: hosts.map((h) => ({ hostname: h, hid: h === "hv1" ? 1 : 2, dsId: 100, tmMad: tmName })),
   });
 }
 
-labTest("live actions on real libvirt: snap_create_live", async (t) => {
+labTest("live actions on real libvirt and QEMU", async (t) => {
   await using world = await World.start({ extraDirs: [...LIBVIRT_DIRS] });
   const hv = await LibvirtLab.start(world.lab);
   world.oned.addDatastore(datastoreXml({ id: 100, tmMad: world.tmName }));
@@ -181,4 +187,143 @@ labTest("live actions on real libvirt: snap_create_live", async (t) => {
     assert.match(result.stderr, /Domain one-8 does not exist on this host/);
     assert.equal((await world.sh("hv1", `ls ${VM_DIR}/disk.0.snap`)).trim().split("\n").join(" "), "0 1 2");
   });
+  // ---------------------------------------------------------------------------------------------
+  // Live migration hv1 -> hv2: premigrate, the KVM driver's storage migration, postmigrate.
+  const migXml = vm(world.tmName, "hv2", { history: ["hv1", "hv2"], other: "shared" });
+  const migArgs = ["hv1", "hv2", VM_DIR_ARG, VM_ID, 100];
+  const stdin = base64Xml(migXml);
+  const listing = async (host: string, dir = VM_DIR) =>
+    (await world.sh(host, `cd ${dir} 2>/dev/null && find . | sort || echo MISSING`)).trim();
+  // A fake driver "shared" for disk 3: it records how it was called.
+  for (const action of ["premigrate", "postmigrate", "failmigrate"]) {
+    await world.writeFile(
+      "frontend",
+      `/var/lib/one/remotes/tm/shared/${action}`,
+      `#!/bin/sh\necho "${action} $* $(cat | md5sum | cut -c1-8)" >>/var/tmp/one/shared.log\n`,
+    );
+  }
+  await world.sh("frontend", "chmod 755 /var/lib/one/remotes/tm/shared/*");
+  const sharedLog = async () =>
+    (await world.sh("frontend", "cat /var/tmp/one/shared.log 2>/dev/null; true")).trim().split("\n").filter((
+      l,
+    ) => l);
+  const stdinSum = (await world.sh("frontend", `printf %s '${stdin}' | md5sum | cut -c1-8`)).trim();
+  const hv1Before = await listing("hv1");
+
+  await t.step("premigrate copies what the storage migration does not, twice in a row alike", async () => {
+    await world.sh("hv2", `mkdir -p ${VM_DIR} && echo stale > ${VM_DIR}/disk.9`, { user: "oneadmin" });
+    for (let run = 0; run < 2; run++) {
+      ok(await world.tm("premigrate", migArgs, { stdin }), `premigrate run ${run + 1}`);
+      assert.equal(
+        await listing("hv2"),
+        [
+          ".",
+          "./disk.0.snap",
+          "./disk.0.snap/0",
+          "./disk.0.snap/1",
+          "./disk.0.snap/2",
+          "./disk.2",
+          "./vm.xml",
+        ]
+          .join("\n"),
+        "context ISO, snapshots and other files are there; the writable disks are left to libvirt",
+      );
+    }
+    assert.equal((await world.sh("hv2", "cat /var/lib/one/datastores/100/.monitor")).trim(), world.tmName);
+    assert.equal(await listing("hv1"), hv1Before, "the source is untouched");
+    for (const snap of [0, 1, 2]) {
+      const copy = await hv.readImage("hv2", `${VM_DIR}/disk.0.snap/${snap}`);
+      assert.deepEqual(copy, await hv.readImage("hv1", `${VM_DIR}/disk.0.snap/${snap}`));
+    }
+    const log = await sharedLog();
+    assert.deepEqual(log, [
+      `premigrate hv1 hv2 ${VM_DIR_ARG} ${VM_ID} 100 ${world.tmName} ${stdinSum}`,
+      `premigrate hv1 hv2 ${VM_DIR_ARG} ${VM_ID} 100 ${world.tmName} ${stdinSum}`,
+    ]);
+    // Called by another driver (6th argument): not passed on again.
+    ok(await world.tm("premigrate", [...migArgs, "shared"], { stdin }), "premigrate from another driver");
+    assert.equal((await sharedLog()).length, 2);
+  });
+
+  await t.step(
+    "failmigrate removes the destination only, and postmigrate refuses before the move",
+    async () => {
+      const early = await world.tm("postmigrate", migArgs, { stdin });
+      assert.notEqual(early.code, 0);
+      assert.match(early.stderr, /Domain one-7 does not run on hv2 \(absent\): not removing hv1:/);
+      assert.equal(await listing("hv1"), hv1Before);
+      ok(await world.tm("failmigrate", migArgs, { stdin }), "failmigrate");
+      ok(await world.tm("failmigrate", migArgs, { stdin }), "failmigrate again");
+      assert.equal(await listing("hv2"), "MISSING");
+      assert.equal(await listing("hv1"), hv1Before, "the source is untouched");
+      assert.deepEqual(
+        (await sharedLog()).filter((l) => l.startsWith("failmigrate")),
+        [1, 2].map(() => `failmigrate hv1 hv2 ${VM_DIR_ARG} ${VM_ID} 100 ${world.tmName} ${stdinSum}`),
+      );
+    },
+  );
+
+  await t.step("live migration hv1 -> hv2 with premigrate and postmigrate around virsh migrate", async () => {
+    ok(await world.tm("premigrate", migArgs, { stdin }), "premigrate");
+    await hv.guestWrite("hv1", DOMAIN, "vda", 0xd4, 8 * MiB, 2 * MiB);
+    await hv.guestWrite("hv1", DOMAIN, "vdb", 0x3e, 0, MiB);
+    const migrated = await hv.migrate(DOMAIN, "hv1", "hv2");
+    assert.equal(migrated.code, 0, migrated.stderr);
+    assert.equal(await hv.domState("hv2", DOMAIN), "running");
+    assert.equal(await hv.domState("hv1", DOMAIN), null);
+    // Source still complete until postmigrate.
+    assert.equal(await listing("hv1"), hv1Before);
+    ok(await world.tm("postmigrate", migArgs, { stdin }), "postmigrate");
+    assert.equal(
+      await listing("hv1"),
+      "MISSING",
+      "the source folder is gone once the destination is verified",
+    );
+    ok(await world.tm("postmigrate", migArgs, { stdin }), "postmigrate again");
+    assert.equal(
+      await listing("hv2"),
+      [
+        ".",
+        "./disk.0",
+        "./disk.0.snap",
+        "./disk.0.snap/0",
+        "./disk.0.snap/1",
+        "./disk.0.snap/2",
+        "./disk.1",
+        "./disk.2",
+        "./vm.xml",
+      ].join("\n"),
+    );
+    // The data: written before and during the VM's life on hv1, read on hv2 (guest view and file).
+    await hv.guestRead("hv2", DOMAIN, "vda", 0xc3, 0, MiB);
+    await hv.guestRead("hv2", DOMAIN, "vda", 0xd4, 8 * MiB, 2 * MiB);
+    await hv.guestRead("hv2", DOMAIN, "vdb", 0x3e, 0, MiB);
+    await hv.guestWrite("hv2", DOMAIN, "vda", 0xe5, 12 * MiB, MiB);
+    const disk0 = chunkPatterns(await hv.readImage("hv2", `${VM_DIR}/disk.0`), MiB, 32);
+    assert.deepEqual([disk0[0], disk0[4], disk0[8], disk0[9], disk0[12]], [0xc3, 0x5c, 0xd4, 0xd4, 0xe5]);
+    const info = JSON.parse(await world.sh("hv2", `qemu-img info -U --output=json ${VM_DIR}/disk.0`));
+    assert.equal(info["backing-filename"], undefined);
+    assert.equal(chunkPatterns(await hv.readImage("hv2", `${VM_DIR}/disk.0.snap/0`), MiB, 1)[0], 0xa1);
+    const log = (await sharedLog()).join("\n");
+    assert.match(
+      log,
+      new RegExp(`postmigrate hv1 hv2 ${VM_DIR_ARG} ${VM_ID} 100 ${world.tmName} ${stdinSum}`),
+    );
+  });
+
+  await t.step(
+    "failmigrate after a successful migration refuses to remove the running VM's folder",
+    async () => {
+      const result = await world.tm("failmigrate", migArgs, { stdin });
+      assert.notEqual(result.code, 0);
+      assert.match(result.stderr, /Domain one-7 runs on hv2 \(running\): not removing hv2:/);
+      assert.match(await listing("hv2"), /\.\/disk\.0\n/);
+      // And premigrate back onto hv2 (where it runs) refuses to clear it.
+      const again = await world.tm("premigrate", migArgs, { stdin });
+      assert.notEqual(again.code, 0);
+      assert.match(again.stderr, /Domain one-7 already runs on hv2/);
+      assert.match(await listing("hv2"), /\.\/disk\.0\n/);
+    },
+  );
+  world.oned.addVm(vm(world.tmName, "hv2", { history: ["hv1", "hv2"] }));
 });

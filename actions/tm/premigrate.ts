@@ -1,0 +1,22 @@
+/**
+ * TM `premigrate <src_host> <dst_host> <vm_dir> <vm_id> <ds_id> [<caller_tm>]` (stdin: base64 VM XML):
+ * prepares the destination VM folder of a live migration (everything the hypervisor's storage migration does not copy); see core/live/migration.ts.
+ *
+ * @module
+ */
+
+import type { ActionContext } from "../context.ts";
+import { ARGV0_VARIABLE } from "../invocation.ts";
+import { migrationRequestFrom, premigrate } from "../../core/live/migration.ts";
+import { tmServices } from "../../core/tm/services.ts";
+
+/** Runs the action. */
+export async function run(context: ActionContext): Promise<void> {
+  const request = migrationRequestFrom(
+    context.args,
+    await context.stdin(),
+    Deno.env.get(ARGV0_VARIABLE),
+    Deno.cwd(),
+  );
+  await premigrate(tmServices(context.driver), request);
+}
