@@ -2,8 +2,9 @@
  * A VM's whole life through the installed TM actions, in the order oned drives them (spec §2):
  * deploy (clone, ln, mkimage, mkswap, context), guest writes, disk snapshots (create, revert,
  * delete), resize, cold migration hv1 → hv2, stop to the front-end, resume on hv1, persistent save
- * (mvds) and terminate (delete). The fake oned's VM XML is updated between steps as oned would
- * (LCM_STATE, history records, disk SIZE, snapshots).
+ * (mvds) and terminate (delete), in replica mode (the system datastore has REPLICA_HOST, so image
+ * disks come through the cluster's cache). The fake oned's VM XML is updated between steps as
+ * oned would (LCM_STATE, history records, disk SIZE, snapshots).
  *
  * Every action runs twice in a row and the datastores of every host must be the same after the
  * second run as after the first (names, kinds, sizes, and the contents of every file whose
@@ -103,11 +104,18 @@ class VmModel {
   }
 }
 
-/** Path → kind:size[:hash] of everything under the datastores folder of every host. */
+/** The replica cache's own bookkeeping (locks, log, per-entry JSON with last-use times). */
+const CACHE_BOOKKEEPING = /^\.onestor|\.onestor\.json$/;
+
+/**
+ * Path → kind:size[:hash] of everything under the datastores folder of every host, except the
+ * replica cache's bookkeeping (its log grows with every use; the cached images themselves count).
+ */
 async function fingerprint(world: World, volatile: (path: string) => boolean): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const walk = async (host: string, dir: string, rel: string) => {
     for await (const e of Deno.readDir(dir)) {
+      if (host === "replica" && CACHE_BOOKKEEPING.test(e.name)) continue;
       const path = `${dir}/${e.name}`;
       const key = `${host}:${rel}/${e.name}`;
       const st = await Deno.lstat(path);
@@ -143,7 +151,8 @@ labTest(
   async (t) => {
     await using world = await World.start();
     world.oned.addDatastore(datastoreXml({ id: IMG_DS }));
-    world.oned.addDatastore(datastoreXml({ id: SYS }));
+    // Replica mode (OneStor): the system datastore names the cluster's cache host.
+    world.oned.addDatastore(datastoreXml({ id: SYS, template: { REPLICA_HOST: "replica" } }));
     const vm = new VmModel(world);
     vm.publish();
 
@@ -228,6 +237,9 @@ labTest(
       await twice("context", [`/var/lib/one/vms/${VM}/context.sh`, `hv1:${VM_DIR}/disk.4`, VM, SYS]);
       vm.set(3);
       await check("hv1");
+      // Both images came through the cluster's cache, which now holds them.
+      await assertPatterns(world, "replica", SRC0, img0, "qcow2");
+      await assertPatterns(world, "replica", SRC1, img1, "raw");
     });
 
     await t.step("the guest writes into its image disk and its persistent disk", async () => {
@@ -335,6 +347,23 @@ labTest(
           [SRC0, SRC1].map((s) => s.split("/").pop()!).sort(),
         );
         await assertPatterns(world, FE, SRC0, img0, "qcow2");
+      },
+    );
+
+    await t.step(
+      "the saved persistent image, deployed again via the replica, holds the saved data",
+      async () => {
+        // mvds changed the image: the cache must not hand out its old copy.
+        const other = `${DS_LOC}/${SYS}/${VM + 1}`;
+        world.oned.addVm(vmXml({
+          id: VM + 1,
+          disks: [persistentDisk({ DISK_ID: 0, IMAGE_ID: 1, FORMAT: "raw", SIZE: 16, ORIGINAL_SIZE: 16 })],
+          history: [{ hostname: "hv2", hid: 2, dsId: SYS }],
+        }));
+        await twice("ln", [`${FE}:${SRC1}`, `hv2:${other}/disk.0`, VM + 1, IMG_DS]);
+        await assertPatterns(world, "hv2", `${other}/disk.0`, expected[1].patterns, "raw");
+        await twice("delete", [`hv2:${other}`, VM + 1, SYS]);
+        for (const host of HOSTS) assert.deepEqual(await listDir(world, host, normal(other)), [], host);
       },
     );
   },
