@@ -8,7 +8,7 @@
 import { InputError } from "../errors.ts";
 import { checkFs, datablockScript } from "../image/datablock.ts";
 import { logInfo } from "../one/log.ts";
-import { controlTimeoutMs } from "../runtime.ts";
+import { transferTimeoutMs } from "../runtime.ts";
 import { type DsEnv, workHost } from "./env.ts";
 import { checkBasePath, newImagePath } from "./paths.ts";
 
@@ -40,7 +40,7 @@ export async function makeDatablockImage(env: DsEnv): Promise<string> {
     }${dst}`,
   );
   // mkfs.xfs of a large file and a non-sparse allocation take longer than a control command.
-  const timeoutMs = Math.max(controlTimeoutMs() * 10, 0);
+  const timeoutMs = transferTimeoutMs();
   await env.runner.run(host, script, {
     timeoutMs,
     what: `Unable to create image with format ${format || "raw"} in ${host ? `${host}:` : ""}${dst}`,

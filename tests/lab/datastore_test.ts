@@ -157,6 +157,21 @@ labTest(
         },
       );
 
+      await t.step("cp shows progress on a terminal only", async () => {
+        const file = `${dir}/payload.b64`;
+        await Deno.writeTextFile(file, payload({ path: `${dir}/disk.raw` }));
+        const action = `/var/lib/one/remotes/datastore/${world.dsName}/cp`;
+        // `script` gives the action a terminal as stderr; stdin still comes from the file.
+        const tty = await world.lab.exec(FE, ["script", "-qec", `${action} 53 < ${file}`, "/dev/null"], {
+          user: "oneadmin",
+          env: world.env(),
+        });
+        assert.equal(tty.code, 0, tty.stderr);
+        assert.match(tty.stdout, /\rCopying .*disk\.raw: [0-9.]+ MiB of 16\.0 MiB \(100%\)/);
+        const plain = await world.ds("cp", 54, payload({ path: `${dir}/disk.raw` }));
+        assert.doesNotMatch(plain.stderr, /MiB of/);
+      });
+
       await t.step(
         "cp honours SPARSE: holes kept by default, every block allocated with SPARSE=NO",
         async () => {
