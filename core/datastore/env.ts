@@ -25,9 +25,9 @@ export interface DsEnv {
   runner: HostRunner;
 }
 
-/** Parses the id argument (a non-negative integer). */
+/** Parses the id argument (an integer; oned passes a request counter to stat). */
 export function parseId(arg: string | undefined, what = "Image id"): number {
-  if (arg === undefined || !/^[0-9]+$/.test(arg)) {
+  if (arg === undefined || !/^-?[0-9]+$/.test(arg)) {
     throw new InputError(`${what} must be a number, got ${JSON.stringify(arg)}`);
   }
   return Number(arg);
