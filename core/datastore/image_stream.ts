@@ -199,6 +199,8 @@ export async function openImageStream(
       off += c.length;
     }
   }
+  // An http source knows its length once it has answered.
+  if (source.size !== null) options.progress?.setTotal(source.size);
   const compression = detectCompression(first);
   const decompress = compression !== null && options.decompress !== false;
 
