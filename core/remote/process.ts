@@ -151,7 +151,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions = 
       // Already gone.
     }
   };
-  let killTimer: number | undefined;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
   const stop = () => {
     kill("SIGTERM");
     killTimer ??= setTimeout(() => kill("SIGKILL"), 2000);
@@ -177,7 +177,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions = 
     status = await child.status;
     // The child is gone, but a process it handed its pipes to (an SSH ControlMaster does that)
     // may keep them open: give the streams a short grace, then stop reading.
-    let graceTimer: number | undefined;
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<"grace">((resolve) => {
       graceTimer = setTimeout(() => resolve("grace"), timedOut ? 2000 : 30_000);
     });
