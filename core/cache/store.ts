@@ -41,6 +41,8 @@ export interface FolderItem {
 
 /** Everything in one cache folder on the replica, for eviction and `onestor cache ls`. */
 export interface FolderState {
+  /** The folder. */
+  dir: string;
   now: number;
   /** Entry texts by image name. */
   entries: Map<string, string>;
@@ -48,8 +50,33 @@ export interface FolderState {
   leases: Map<string, string>;
   /** Images, `.snap` folders, fill folders and anything else, with their sizes. */
   items: FolderItem[];
+  /** Every file and folder except inside fill folders, as {@linkcode ImageState.files} lists them. */
+  files: CachedFile[];
   /** The replica filesystem holding the folder, in bytes. */
   fs: { total: number; used: number; available: number };
+}
+
+/**
+ * The cache folders on a replica: the folders under `dsLocation` (the parent of the image
+ * datastore folders) marked `replica` in their `.monitor` file.
+ */
+export async function cacheFolders(
+  runner: HostRunner,
+  replica: string,
+  dsLocation: string,
+  options: StoreOptions = {},
+): Promise<string[]> {
+  const out = await runner.output(
+    replica,
+    sh`cd -- ${dsLocation} 2>/dev/null || exit 0
+for d in */; do
+  d=\${d%/}
+  if [ "$(cat "$d/.monitor" 2>/dev/null)" = replica ]; then printf 'ONESTOR_DIR %s\n' "$d"; fi
+done`,
+    { what: `Error listing the cache folders in ${dsLocation}`, timeoutMs: options.timeoutMs },
+  );
+  const base = dsLocation.replace(/\/+$/, "");
+  return markerLines(out, "ONESTOR_DIR").map((d) => `${base}/${d}`).sort();
 }
 
 /** One operation of a transaction; names are relative to the cache folder. */
@@ -189,7 +216,14 @@ for f in * .onestor-fill-*; do
   case "$f" in
   *.onestor.json | *.onestor-lease.json) printf 'ONESTOR_RECORD %s %s\\n' "$f" "$(base64 -w0 <"$f")" ;;
   *.onestor.json.tmp.* | *.onestor-lease.json.tmp.*) ;;
-  *) printf 'ONESTOR_ITEM %s|%s|%s\\n' "$(du -sB1 -- "$f" | cut -f1)" "$(stat -c %Y -- "$f")" "$f" ;;
+  *)
+    printf 'ONESTOR_ITEM %s|%s|%s\\n' "$(du -sB1 -- "$f" | cut -f1)" "$(stat -c %Y -- "$f")" "$f"
+    case "$f" in
+    .onestor-fill-*) ;;
+    *.snap) stat -c 'ONESTOR_STAT %F|%s|%Y|%b|%B|%n' -- "$f" "$f"/* "$f"/.[!.]* 2>/dev/null ;;
+    *) stat -c 'ONESTOR_STAT %F|%s|%Y|%b|%B|%n' -- "$f" ;;
+    esac
+    ;;
   esac
 done`,
     { what: `Error reading the cache folder ${dir}`, timeoutMs: options.timeoutMs },
@@ -207,10 +241,12 @@ done`,
   });
   const [total = 0, used = 0, available = 0] = (markerValue(out, "ONESTOR_FS") ?? "").split(",").map(Number);
   return {
+    dir,
     now: Number(markerValue(out, "ONESTOR_NOW") ?? Math.floor(Date.now() / 1000)),
     entries,
     leases,
     items,
+    files: parseStatLines(markerLines(out, "ONESTOR_STAT")),
     fs: { total, used, available },
   };
 }
