@@ -60,8 +60,11 @@ function unknownAction(kind: ActionKind, name: string): never {
 async function main(argv: string[]): Promise<number> {
   const invokedAs = Deno.env.get(ARGV0_VARIABLE);
   if (invokedAs) {
-    const invocation = resolveInvocation(invokedAs, Deno.cwd());
     const base = invokedAs.split("/").pop() ?? invokedAs;
+    // The launcher itself (`.onestor`, or a link named `onestor`) takes subcommands.
+    const invocation = base === "onestor" || base === ".onestor"
+      ? undefined
+      : resolveInvocation(invokedAs, Deno.cwd());
     if (invocation) {
       setLogScope(invocation.action);
       const spec = findAction(invocation.kind, invocation.action) ??

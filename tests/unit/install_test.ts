@@ -116,3 +116,15 @@ Deno.test("onestor answers --help, --version and refuses unknown commands", asyn
   assert.notEqual(tmUnknown.code, 0);
   assert.match(tmUnknown.stderr, /Unknown TM action 'nope'/);
 });
+
+Deno.test("the launcher itself takes subcommands", async () => {
+  const remotes = await Deno.makeTempDir();
+  try {
+    const { tm } = await installInto(remotes);
+    const version = await runCommand([`${tm}/.onestor`, "--version"]);
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /^onestor \d+\.\d+\.\d+/);
+  } finally {
+    await Deno.remove(remotes, { recursive: true });
+  }
+});
