@@ -115,12 +115,13 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function isZero(bytes: Uint8Array): boolean {
+/** True when every byte is zero (whole blocks of zeros are written as holes). */
+export function isZero(bytes: Uint8Array): boolean {
   // Aligned 32-bit reads where possible: four times fewer iterations than bytes.
   let i = 0;
   if (bytes.byteOffset % 4 === 0) {
     const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
-    for (const w of words) if (w !== 0) return false;
+    for (let w = 0; w < words.length; w++) if (words[w] !== 0) return false;
     i = words.length << 2;
   }
   for (; i < bytes.length; i++) if (bytes[i] !== 0) return false;
@@ -134,6 +135,11 @@ class DataCounter {
   data = 0;
   push(chunk: Uint8Array): void {
     let off = 0;
+    // Whole blocks straight from the chunk when nothing is pending: no copy.
+    while (this.#fill === 0 && chunk.length - off >= BLOCK) {
+      if (!isZero(chunk.subarray(off, off + BLOCK))) this.data += BLOCK;
+      off += BLOCK;
+    }
     while (off < chunk.length) {
       const take = Math.min(BLOCK - this.#fill, chunk.length - off);
       this.#carry.set(chunk.subarray(off, off + take), this.#fill);

@@ -1,7 +1,8 @@
 /**
- * Writes a stream of image bytes into a file on the front-end or a BRIDGE_LIST host with `dd`
- * (DD_BLOCK_SIZE blocks, `conv=sparse` unless SPARSE=NO, as upstream's bridge path), and, on a
- * remote host, checks the written file against a checksum of the stream taken as it left.
+ * Writes a stream of image bytes into a file: on the front-end directly (zero blocks skipped as
+ * holes unless SPARSE=NO), on a BRIDGE_LIST host with `dd` (DD_BLOCK_SIZE blocks, `conv=sparse`
+ * unless SPARSE=NO, as upstream's bridge path), checking the written file there against a
+ * checksum of the stream taken as it left.
  *
  * @module
  */
@@ -10,6 +11,7 @@ import { createHash } from "node:crypto";
 import { ToolError } from "../errors.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
+import { isZero } from "./image_stream.ts";
 
 /** Options of {@linkcode writeStream}. */
 export interface WriteOptions {
@@ -32,6 +34,57 @@ const HASH_OF: Record<string, string> = {
   sha1sum: "sha1",
 };
 
+const BLOCK = 65536;
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await file.write(bytes.subarray(off));
+}
+
+/**
+ * Writes `stream` into the local file `path` (replaced), leaving whole 64 KiB blocks of zeros as
+ * holes when `sparse`; the file gets the stream's length even when it ends in a hole.
+ */
+export async function writeLocalFile(
+  path: string,
+  stream: ReadableStream<Uint8Array>,
+  sparse: boolean,
+): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.remove(path).catch(() => {});
+  const file = await Deno.open(path, { write: true, createNew: true });
+  try {
+    let pos = 0;
+    for await (const chunk of stream) {
+      if (!sparse) {
+        await writeAll(file, chunk);
+        pos += chunk.length;
+        continue;
+      }
+      // Walk the chunk in blocks aligned on the file offset; write runs of data in one call.
+      let off = 0;
+      let run = -1;
+      while (off < chunk.length) {
+        const take = Math.min(BLOCK - (pos % BLOCK), chunk.length - off);
+        const zero = isZero(chunk.subarray(off, off + take));
+        if (zero && run >= 0) {
+          await writeAll(file, chunk.subarray(run, off));
+          run = -1;
+        }
+        if (zero) await file.seek(take, Deno.SeekMode.Current);
+        else if (run < 0) run = off;
+        off += take;
+        pos += take;
+      }
+      if (run >= 0) await writeAll(file, chunk.subarray(run));
+    }
+    await file.truncate(pos);
+  } finally {
+    file.close();
+  }
+}
+
 /** Streams `stream` into `path` on `host` (null: here), replacing any file there. */
 export async function writeStream(
   runner: HostRunner,
@@ -41,6 +94,7 @@ export async function writeStream(
   options: WriteOptions,
 ): Promise<void> {
   const remote = !runner.isLocal(host);
+  if (!remote) return await writeLocalFile(path, stream, options.sparse !== false);
   const program = remote ? options.checksum ?? "none" : "none";
   const algorithm = HASH_OF[program];
   if (program !== "none" && !algorithm) throw new TypeError(`Unknown checksum program ${program}`);

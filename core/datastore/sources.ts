@@ -87,11 +87,12 @@ export function fileSource(realPath: string, describe = realPath): ByteSource {
         if (!(await file.stat()).isFile) {
           throw new InputError(`Cannot read from ${describe}: not a regular file`);
         }
-        const buffer = new Uint8Array(1 << 20);
         for (;;) {
+          // A fresh buffer per read: the chunk is handed on without a copy.
+          const buffer = new Uint8Array(1 << 20);
           const n = await file.read(buffer);
           if (n === null) return;
-          yield buffer.slice(0, n);
+          yield buffer.subarray(0, n);
         }
       } finally {
         file.close();

@@ -15,6 +15,7 @@ import {
 } from "../../core/datastore/sources.ts";
 import { runCommand } from "../../core/remote/process.ts";
 import { startRangeServer } from "../support/range_server.ts";
+import { writeLocalFile } from "../../core/datastore/sink.ts";
 
 const MiB = 1 << 20;
 
@@ -212,5 +213,28 @@ Deno.test("httpSource() gives up after its retries and reports HTTP errors at on
     );
   } finally {
     await notFound.shutdown();
+  }
+});
+
+Deno.test("writeLocalFile() keeps zero blocks as holes (also at the end) unless told not to", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "onestor_sink_" });
+  try {
+    const bytes = image();
+    for (const sparse of [true, false]) {
+      const path = `${dir}/sub/${sparse}`;
+      // Odd chunk sizes: blocks must be judged at file offsets, not chunk offsets.
+      await writeLocalFile(path, ReadableStream.from(memorySource(bytes, 77_777).chunks()), sparse);
+      assert.deepEqual(await Deno.readFile(path), bytes);
+      const allocated = (Deno.statSync(path).blocks ?? 0) * 512;
+      if (sparse) assert.ok(allocated <= 2 * MiB + 65536, `sparse file allocates ${allocated}`);
+      else assert.ok(allocated >= 5 * MiB, `full file allocates ${allocated}`);
+    }
+    const trailing = new Uint8Array(3 * MiB);
+    trailing[5] = 1;
+    await writeLocalFile(`${dir}/t`, ReadableStream.from(memorySource(trailing).chunks()), true);
+    assert.equal(Deno.statSync(`${dir}/t`).size, 3 * MiB);
+    assert.deepEqual(await Deno.readFile(`${dir}/t`), trailing);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });
