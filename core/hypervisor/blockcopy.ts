@@ -121,6 +121,13 @@ err=$(mktemp) || exit 70
 onestor_retry ${BUSY_BLOCK_JOB} ${request.tries ?? 3} ${request.delaySeconds ?? 5} \\
   onestor_virsh blockcopy "$dom" "$target" "$tmp" --wait --finish ${format} ${timeout} >/dev/null 2>"$err"
 rc=$?
+if [ "$rc" -ne 0 ] && grep -q 'not transient' "$err"; then
+  # A persistent domain (not one OpenNebula started): a copy job that is not kept in its definition.
+  onestor_retry ${BUSY_BLOCK_JOB} ${request.tries ?? 3} ${request.delaySeconds ?? 5} \\
+    onestor_virsh blockcopy "$dom" "$target" "$tmp" --wait --finish --transient-job ${format} ${timeout} \\
+    >/dev/null 2>"$err"
+  rc=$?
+fi
 if [ "$rc" -ne 0 ]; then
   if [ "$(onestor_mirror "$dom" "$target")" = "$tmp" ]; then
     onestor_virsh blockjob "$dom" "$target" --abort >/dev/null 2>&1

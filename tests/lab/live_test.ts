@@ -326,4 +326,119 @@ labTest("live actions on real libvirt and QEMU", async (t) => {
     },
   );
   world.oned.addVm(vm(world.tmName, "hv2", { history: ["hv1", "hv2"] }));
+  // ---------------------------------------------------------------------------------------------
+  // Save-as (cpds) of the running disk, now on hv2, into a new image on the front-end.
+  world.oned.addVm(vm(world.tmName, "hv2", { history: ["hv1", "hv2"], lcmState: 26 }));
+  const hv2Disk = `hv2:${VM_DIR_ARG}/disk.0`;
+  const feImage = (name: string) => `/var/lib/one//datastores/1/${name}`;
+  const feFile = async (name: string) => {
+    const path = `/var/lib/one/datastores/1/${name}`;
+    const info = JSON.parse(await world.sh("frontend", `qemu-img info --output=json ${path}`));
+    await world.sh("frontend", `qemu-img check -q ${path} || [ ${info.format} = raw ]`);
+    return { info, bytes: await hv.readImage("frontend", path) };
+  };
+
+  await t.step("cpds of the running disk exports it through the hypervisor, twice alike", async () => {
+    const exported = await world.tm("cpds", [hv2Disk, feImage("saved-live"), -1, VM_ID, 1]);
+    assert.match(ok(exported, "cpds") + exported.stderr, /Exported running disk .* \(blockcopy\)/);
+    const first = await feFile("saved-live");
+    assert.equal(first.info.format, "qcow2");
+    assert.equal(first.info["backing-filename"], undefined);
+    const chunks = chunkPatterns(first.bytes, MiB, 32);
+    assert.deepEqual([chunks[0], chunks[4], chunks[8], chunks[12]], [0xc3, 0x5c, 0xd4, 0xe5]);
+    ok(await world.tm("cpds", [hv2Disk, feImage("saved-live"), -1, VM_ID, 1]), "cpds again");
+    assert.deepEqual((await feFile("saved-live")).bytes, first.bytes);
+    assert.equal(await leftovers("hv2"), "");
+    assert.equal(
+      (await world.sh("frontend", "ls -A /var/lib/one/datastores/1")).trim(),
+      "saved-live",
+      "nothing else (no temporary name) at the image datastore",
+    );
+    const devices = await hv.blockDevices("hv2", DOMAIN);
+    assert.equal(devices.find((d) => d.target === "vda")?.source, `${VM_DIR_ARG}/disk.0`);
+    assert.equal(await hv.domState("hv2", DOMAIN), "running");
+  });
+
+  await t.step("cpds of a snapshot copies the snapshot file", async () => {
+    ok(await world.tm("cpds", [hv2Disk, feImage("saved-snap0"), 0, VM_ID, 1]), "cpds");
+    const saved = await feFile("saved-snap0");
+    assert.deepEqual(saved.bytes, await hv.readImage("hv2", `${VM_DIR}/disk.0.snap/0`));
+    assert.equal(chunkPatterns(saved.bytes, MiB, 1)[0], 0xa1);
+  });
+
+  await t.step("cpds falls back to a suspended copy when blockcopy cannot run and freeze fails", async () => {
+    await world.sh("hv2", `: > /var/tmp/one/foreign.qcow2`, { user: "oneadmin" });
+    await hv.mustVirsh("hv2", ["blockcopy", DOMAIN, "vda", "/var/tmp/one/foreign.qcow2"]);
+    await hv.guestWrite("hv2", DOMAIN, "vda", 0xf6, 20 * MiB, MiB);
+    const result = await world.tm("cpds", [hv2Disk, feImage("saved-suspended"), -1, VM_ID, 1]);
+    ok(result, "cpds");
+    assert.match(result.stderr, /blockcopy failed/);
+    assert.match(result.stderr, /Guest-agent freeze failed/);
+    assert.match(result.stderr, /Exported running disk .* \(suspend\)/);
+    assert.equal(await hv.domState("hv2", DOMAIN), "running", "resumed after the copy");
+    assert.match(await hv.blockJob("hv2", DOMAIN, "vda"), /Block Copy/, "the foreign job still runs");
+    await hv.mustVirsh("hv2", ["blockjob", DOMAIN, "vda", "--abort"]);
+    const chunks = chunkPatterns((await feFile("saved-suspended")).bytes, MiB, 32);
+    assert.deepEqual([chunks[0], chunks[12], chunks[20]], [0xc3, 0xe5, 0xf6]);
+    assert.equal(await leftovers("hv2"), "");
+  });
+
+  await t.step("cpds of a stopped VM's disk on the front-end, and of a recovery-layout disk", async () => {
+    // VM 9 was undeployed: its folder is on the front-end.
+    const dir9 = "/var/lib/one/datastores/100/9";
+    await world.sh(
+      "frontend",
+      `mkdir -p ${dir9} && qemu-img create -q -f qcow2 ${dir9}/disk.0 8M && ` +
+        `qemu-io -f qcow2 -c 'write -P 0x77 0 1M' ${dir9}/disk.0 >/dev/null`,
+      { user: "oneadmin" },
+    );
+    world.oned.addVm(vmXml({ id: 9, lcmState: 68, state: 4, history: [{ hostname: "hv1", dsId: 100 }] }));
+    ok(
+      await world.tm("cpds", [
+        `frontend:/var/lib/one//datastores/100/9/disk.0`,
+        feImage("saved-stopped"),
+        -1,
+        9,
+        1,
+      ]),
+    );
+    assert.equal(chunkPatterns((await feFile("saved-stopped")).bytes, MiB, 1)[0], 0x77);
+
+    // VM 10, powered off on hv1, with the recovery layout: disk.0 -> disk.0.snap/base.1 (over base).
+    const dir10 = "/var/lib/one/datastores/100/10";
+    await world.sh(
+      "hv1",
+      `mkdir -p ${dir10}/disk.0.snap && cd ${dir10} && ln -s . disk.0.snap/disk.0.snap && ` +
+        `qemu-img create -q -f raw disk.0.snap/base 8M && ` +
+        `qemu-io -f raw -c 'write -P 0x21 0 2M' disk.0.snap/base >/dev/null && ` +
+        `qemu-img create -q -f qcow2 -b disk.0.snap/base -F raw disk.0.snap/base.1 && ` +
+        `ln -s disk.0.snap/base.1 disk.0 && qemu-io -f qcow2 -c 'write -P 0x22 1M 1M' disk.0 >/dev/null`,
+      { user: "oneadmin" },
+    );
+    world.oned.addVm(
+      vmXml({
+        id: 10,
+        lcmState: 27,
+        state: 8,
+        disks: [imageDisk({ DISK_ID: 0, FORMAT: "raw" })],
+        history: [{ hostname: "hv1", dsId: 100 }],
+      }),
+    );
+    ok(
+      await world.tm("cpds", [
+        `hv1:/var/lib/one//datastores/100/10/disk.0`,
+        feImage("saved-recovery"),
+        -1,
+        10,
+        1,
+      ]),
+    );
+    const saved = await feFile("saved-recovery");
+    assert.equal(saved.info.format, "raw", "flattened into the image's format");
+    assert.deepEqual(chunkPatterns(saved.bytes, MiB, 3), [0x21, 0x22, 0]);
+    assert.equal(
+      (await world.sh("hv1", `ls -A ${dir10}`)).trim().split("\n").join(" "),
+      "disk.0 disk.0.snap",
+    );
+  });
 });

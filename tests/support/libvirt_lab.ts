@@ -349,7 +349,8 @@ export class LibvirtLab {
   /**
    * Plays OpenNebula's KVM driver in a live migration on local storage (vmm/kvm/migrate): creates
    * empty target files on the destination for every writable file disk (same format and virtual
-   * size), then `virsh migrate --live --copy-storage-all` over ssh to the destination's libvirtd.
+   * size), then `virsh migrate --live --suspend --copy-storage-all` over ssh to the destination's
+   * libvirtd, and resumes the domain there.
    */
   async migrate(domain: string, from: string, to: string): Promise<ExecResult> {
     const devs = (await this.blockDevices(from, domain)).filter((d) =>
@@ -372,17 +373,19 @@ export class LibvirtLab {
       ], { user: "oneadmin" });
       if (made.code !== 0) throw new Error(`cannot create ${d.source} on ${to}: ${made.stderr}`);
     }
-    return await this.virsh(from, [
+    // As kvm/migrate: the domain stays transient, arrives paused (--suspend) and is resumed there.
+    const migrated = await this.virsh(from, [
       "migrate",
       "--live",
-      "--persistent",
-      "--undefinesource",
+      "--suspend",
       "--copy-storage-all",
       "--migrate-disks",
       devs.map((d) => d.target).join(","),
       domain,
       `qemu+ssh://${to}/system`,
     ], { timeoutMs: 120_000 });
+    if (migrated.code !== 0) return migrated;
+    return await this.virsh(to, ["resume", domain]);
   }
 }
 

@@ -28,6 +28,7 @@ case $cmd in
     case $a in
       ok) printf 'copy-of-disk' >"$3" ;;
       busy) echo "error: block copy still active: disk '$2' already in active block job" >&2; exit 1 ;;
+      persistent) echo "error: Requested operation is not valid: domain is not transient" >&2; exit 1 ;;
       pivot) printf 'copy' >"$3"; sed -i "s|/vm/disk.0|$3|" "$d/blk" ;;
       *) echo "error: internal error: job failed" >&2
          printf "<disk type='file'>\\n<mirror type='file' file='%s' job='copy'>\\n<target dev='vda'/>\\n</disk>\\n" "$3" >"$d/xml"
@@ -131,6 +132,20 @@ Deno.test("blockCopyScript() aborts a copy job of an earlier try (our temporary 
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await Deno.readTextFile(`${dir}/jobs`), "blockjob one-7 vda --abort\n");
     assert.deepEqual([...Deno.readDirSync(`${dir}/vm/disk.0.snap`)].map((e) => e.name), ["4"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("blockCopyScript() copies a persistent domain's disk with a transient job", async () => {
+  const dir = await setup(["persistent", "ok"]);
+  try {
+    const r = await runScript(dir, blockCopyScript(request(dir)).text);
+    assert.equal(r.code, 0, r.stderr);
+    const copies = r.calls.split("\n").filter((l) => l.includes("blockcopy"));
+    assert.equal(copies.length, 2);
+    assert.doesNotMatch(copies[0], /--transient-job/);
+    assert.match(copies[1], /--wait --finish --transient-job/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
