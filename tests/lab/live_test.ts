@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { labTest } from "../support/lab.ts";
 import { ok, World } from "../support/world.ts";
 import { base64Xml, datastoreXml, hostXml, imageDisk, vmXml, volatileDisk } from "../support/fixtures.ts";
-import { domainXml, LIBVIRT_DIRS, LibvirtLab } from "../support/libvirt_lab.ts";
+import { chunkPatterns, domainXml, LIBVIRT_DIRS, LibvirtLab } from "../support/libvirt_lab.ts";
 
 const MiB = 1 << 20;
 const VM_ID = 7;
@@ -17,17 +17,6 @@ const DOMAIN = `one-${VM_ID}`;
 /** As oned passes it (the default DATASTORE_LOCATION gives a double slash). */
 const VM_DIR_ARG = `/var/lib/one//datastores/100/${VM_ID}`;
 const VM_DIR = `/var/lib/one/datastores/100/${VM_ID}`;
-
-/** Pattern byte of each `chunk`-sized piece of `bytes`, or -1 when a piece is not uniform. */
-export function chunkPatterns(bytes: Uint8Array, chunk: number, count: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const piece = bytes.subarray(i * chunk, (i + 1) * chunk);
-    const first = piece[0];
-    out.push(piece.every((b) => b === first) ? first : -1);
-  }
-  return out;
-}
 
 function vm(
   tmName: string,

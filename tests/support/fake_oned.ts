@@ -1,7 +1,7 @@
 /**
  * A fake oned: an XML-RPC server on 127.0.0.1 (random port) answering `one.vm.info`,
- * `one.datastore.info`, `one.host.info`, `one.hostpool.info` and `one.datastorepool.info` from
- * objects a test registers, with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
+ * `one.datastore.info`, `one.host.info`, `one.image.info`, `one.hostpool.info` and
+ * `one.datastorepool.info` from objects a test registers, with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
  * machine [7].", 1024, 7, 0]`). It checks the session string and records every call.
  *
  * Lab hosts share the machine's network namespace, so actions running inside them reach the fake
@@ -56,10 +56,15 @@ export interface FakeOnedOptions {
   hostname?: string;
 }
 
-type Kind = "vm" | "datastore" | "host";
+type Kind = "vm" | "datastore" | "host" | "image";
 
-const OBJECT_NAMES: Record<Kind, string> = { vm: "virtual machine", datastore: "datastore", host: "host" };
-const ROOTS: Record<Kind, string> = { vm: "VM", datastore: "DATASTORE", host: "HOST" };
+const OBJECT_NAMES: Record<Kind, string> = {
+  vm: "virtual machine",
+  datastore: "datastore",
+  host: "host",
+  image: "image",
+};
+const ROOTS: Record<Kind, string> = { vm: "VM", datastore: "DATASTORE", host: "HOST", image: "IMAGE" };
 
 function escapeText(text: string): string {
   // xmlrpc-c escapes '<', '&' and CR; '>' is escaped here too, which is also valid.
@@ -126,6 +131,7 @@ export class FakeOned {
     vm: new Map(),
     datastore: new Map(),
     host: new Map(),
+    image: new Map(),
   };
   readonly #failures = new Map<string, InjectedFailure & { left: number }>();
   readonly #tempDirs: string[] = [];
@@ -166,6 +172,10 @@ export class FakeOned {
   /** Registers (or replaces) a host from its `<HOST>` XML; returns its id. */
   addHost(xml: string): number {
     return this.#register("host", xml);
+  }
+  /** Registers (or replaces) an image from its `<IMAGE>` XML; returns its id. */
+  addImage(xml: string): number {
+    return this.#register("image", xml);
   }
   /** Answers the info call of object `id` with `body` verbatim (for malformed answers). */
   setRaw(kind: Kind, id: number, body: string): void {
@@ -273,6 +283,7 @@ export class FakeOned {
       "one.vm.info": "vm",
       "one.datastore.info": "datastore",
       "one.host.info": "host",
+      "one.image.info": "image",
     } as Record<string, Kind>)[method];
     const poolMethods = ["one.hostpool.info", "one.datastorepool.info"];
     if (kind === undefined && !poolMethods.includes(method)) {

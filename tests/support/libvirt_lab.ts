@@ -67,6 +67,17 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 `;
 
+/** Pattern byte of each `chunk`-sized piece of `bytes`, or -1 when a piece is not uniform. */
+export function chunkPatterns(bytes: Uint8Array, chunk: number, count: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const piece = bytes.subarray(i * chunk, (i + 1) * chunk);
+    const first = piece[0];
+    out.push(piece.every((b) => b === first) ? first : -1);
+  }
+  return out;
+}
+
 /** A disk of a lab domain. */
 export interface DomainDisk {
   /** File path on the host (the VM directory's `disk.<i>`). */
