@@ -11,6 +11,11 @@
  * content is deterministic). After each step every host is checked: where the VM folder is and
  * is not, which files it holds (no leftovers), each disk's format, size and qcow2 chain, and the
  * data patterns written into the disks.
+ *
+ * Live steps (between resume and terminate): the VM runs as a real QEMU domain under libvirt on
+ * hv1 and hv2 (TCG, no guest OS, guest writes through QEMU's monitor): snap_create_live, a live
+ * migration hv1 → hv2 with premigrate and postmigrate around `virsh migrate --copy-storage-all`,
+ * save-as (cpds) of the running disk, and the live migration back.
  */
 
 import assert from "node:assert/strict";
@@ -18,6 +23,7 @@ import { createHash } from "node:crypto";
 import { labTest } from "../support/lab.ts";
 import { ok, World } from "../support/world.ts";
 import {
+  base64Xml,
   datastoreXml,
   DS_LOC,
   type HistoryFixture,
@@ -37,6 +43,7 @@ import {
   normal,
   type Pattern,
 } from "../support/disk_checks.ts";
+import { domainXml, LIBVIRT_DIRS, LibvirtLab } from "../support/libvirt_lab.ts";
 
 const MiB = 1 << 20;
 const VM = 42;
@@ -149,7 +156,7 @@ const VOLATILE = new RegExp(`/${SYS}/${VM}/disk\\.[234]$`);
 labTest(
   "a VM's life in oned's order: every step checked on every host and converging when repeated",
   async (t) => {
-    await using world = await World.start();
+    await using world = await World.start({ extraDirs: [...LIBVIRT_DIRS] });
     world.oned.addDatastore(datastoreXml({ id: IMG_DS }));
     // Replica mode (OneStor): the system datastore names the cluster's cache host.
     world.oned.addDatastore(datastoreXml({ id: SYS, template: { REPLICA_HOST: "replica" } }));
@@ -327,6 +334,166 @@ labTest(
 
     // live steps: snap_create_live, live migration (premigrate/postmigrate) and save-as (cpds)
     // belong here, with the VM running on hv1 under libvirt (World.start({ extraDirs: LIBVIRT_DIRS })).
+    // The VM boots on hv1 as a real QEMU domain (TCG, no guest OS) whose guest writes go through
+    // QEMU's monitor; while it runs, the disks are read with -U (the running QEMU holds them).
+    const hv = await LibvirtLab.start(world.lab);
+    const DOMAIN = `one-${VM}`;
+    const targets: Record<number, string> = { 0: "vda", 1: "vdb", 2: "vdc", 3: "vdd" };
+    const domainOf = () =>
+      domainXml({
+        vmId: VM,
+        disks: [
+          ...[0, 1, 2, 3].map((id) => ({
+            path: `${VM_DIR}/disk.${id}`,
+            target: targets[id],
+            format: expected[id].format,
+          })),
+          { path: `${VM_DIR}/disk.4`, target: "hda", format: "raw", cdrom: true },
+        ],
+      });
+    /** The VM XML oned would send on stdin (as VmModel.publish() builds it). */
+    const vmXmlNow = () =>
+      vmXml({
+        id: VM,
+        state: vm.state,
+        lcmState: vm.lcm,
+        disks: vm.disks,
+        history: vm.history,
+        snapshots: vm.snapshots.length > 0 ? [{ diskId: 0, snapshots: vm.snapshots }] : [],
+      });
+    /** A write by the running guest, through QEMU. */
+    const liveWrite = async (host: string, id: number, p: Pattern) => {
+      await hv.guestWrite(host, DOMAIN, targets[id], p.byte, p.offset, p.length);
+      expected[id].patterns = [...expected[id].patterns.filter((q) => q.offset !== p.offset), p];
+    };
+    /** Guest-visible bytes hold every expected pattern (read with -U while the domain runs). */
+    const assertLivePatterns = async (host: string, path: string, patterns: Pattern[]) => {
+      const bytes = await hv.readImage(host, normal(path));
+      for (const p of patterns) {
+        const piece = bytes.subarray(p.offset, p.offset + p.length);
+        assert.ok(
+          piece.length === p.length && piece.every((b) => b === p.byte),
+          `${host}:${path} should hold 0x${p.byte.toString(16)} at ${p.offset}`,
+        );
+      }
+    };
+    /** The running VM's folder is on `where` only, with its files, and the disks hold their data. */
+    const checkLive = async (where: string) => {
+      const dir = normal(VM_DIR);
+      for (const host of HOSTS) {
+        const names = await listDir(world, host, dir);
+        if (host !== where) {
+          assert.deepEqual(names, [], `no VM folder on ${host}`);
+          continue;
+        }
+        assert.deepEqual(names, ["disk.0", "disk.0.snap", "disk.1", "disk.2", "disk.3", "disk.4"]);
+        assert.deepEqual(await listDir(world, host, `${dir}/disk.0.snap`), snapshotsOnDisk0);
+        for (const [id, e] of Object.entries(expected)) {
+          await assertStandalone(world, host, `${dir}/disk.${id}`, e.format, e.sizeMb);
+          await assertLivePatterns(host, `${dir}/disk.${id}`, e.patterns);
+        }
+      }
+      assert.equal(await hv.domState(where, DOMAIN), "running");
+      for (const d of await hv.blockDevices(where, DOMAIN)) {
+        assert.ok(d.source.startsWith(`${VM_DIR}/disk.`), `domain disk ${d.target} is ${d.source}`);
+      }
+    };
+    /**
+     * Runs an action twice (stdin as oned gives it); the datastores of every host are the same
+     * after both runs, except the contents of `fresh` files (copies a hypervisor makes again are
+     * equal guest-visible bytes but may lay out their clusters differently), compared by guest view.
+     */
+    const twiceLive = async (
+      action: string,
+      args: (string | number)[],
+      options: { stdin?: string; fresh?: { host: string; path: string } } = {},
+    ) => {
+      const volatile = (p: string) =>
+        VOLATILE.test(p) || (options.fresh !== undefined && p === normal(options.fresh.path));
+      ok(await world.tm(action, args, { stdin: options.stdin }), `${action} ${args.join(" ")}`);
+      const first = await fingerprint(world, volatile);
+      const firstBytes = options.fresh
+        ? await hv.readImage(options.fresh.host, normal(options.fresh.path))
+        : null;
+      ok(await world.tm(action, args, { stdin: options.stdin }), `${action} ${args.join(" ")} (again)`);
+      const second = await fingerprint(world, volatile);
+      assert.deepEqual(second, first, `${action} run twice converges`);
+      if (options.fresh) {
+        const secondBytes = await hv.readImage(options.fresh.host, normal(options.fresh.path));
+        assert.ok(
+          firstBytes!.every((b, i) => b === secondBytes[i]) && firstBytes!.length === secondBytes.length,
+        );
+      }
+    };
+    /** A live migration as oned drives it: premigrate, the KVM driver's migration, postmigrate. */
+    const liveMigrate = async (from: string, to: string, hid: number) => {
+      vm.place(to, hid, 2);
+      vm.set(4, 3);
+      const stdin = base64Xml(vmXmlNow());
+      const migrateArgs = [from, to, VM_DIR, VM, SYS];
+      await twiceLive("premigrate", migrateArgs, { stdin });
+      const migrated = await hv.migrate(DOMAIN, from, to);
+      assert.equal(migrated.code, 0, migrated.stderr);
+      await twiceLive("postmigrate", migrateArgs, { stdin });
+      vm.set(3, 3);
+      await checkLive(to);
+    };
+
+    await t.step("live: the VM boots on hv1 and the guest writes through QEMU", async () => {
+      await hv.create("hv1", domainOf());
+      await liveWrite("hv1", 0, { byte: 0x51, offset: 6 * MiB, length: MiB });
+      await liveWrite("hv1", 0, { byte: 0x52, offset: 60 * MiB, length: MiB }); // in the resized part
+      await liveWrite("hv1", 1, { byte: 0x61, offset: 2 * MiB, length: MiB });
+      await checkLive("hv1");
+    });
+
+    await t.step("live: snap_create_live of the running image disk", async () => {
+      vm.set(57, 3);
+      const snap = `${VM_DIR}/disk.0.snap/1`;
+      await twiceLive("snap_create_live", [`hv1:${VM_DIR}/disk.0`, 1, VM, IMG_DS], {
+        fresh: { host: "hv1", path: snap },
+      });
+      vm.snapshots = [{ id: 0 }, { id: 1, active: true }];
+      snapshotsOnDisk0 = ["0", "1"];
+      vm.set(3, 3);
+      const atSnapshot = [...expected[0].patterns];
+      await liveWrite("hv1", 0, { byte: 0x53, offset: 6 * MiB, length: MiB });
+      await assertStandalone(world, "hv1", snap, "qcow2", 64);
+      await assertLivePatterns("hv1", snap, atSnapshot);
+      await checkLive("hv1");
+    });
+
+    await t.step("live: migration hv1 → hv2 (premigrate, virsh migrate, postmigrate)", async () => {
+      await liveMigrate("hv1", "hv2", 2);
+      await liveWrite("hv2", 1, { byte: 0x62, offset: 10 * MiB, length: MiB });
+      await assertLivePatterns("hv2", `${VM_DIR}/disk.0.snap/1`, [{
+        byte: 0x51,
+        offset: 6 * MiB,
+        length: MiB,
+      }]);
+    });
+
+    await t.step("live: save-as (cpds) of the running image disk into a new image", async () => {
+      const saved = `${DS_LOC}/${IMG_DS}/${createHash("md5").update(`save-as:${VM}`).digest("hex")}`;
+      vm.set(26, 3);
+      await twiceLive("cpds", [`hv2:${VM_DIR}/disk.0`, saved, -1, VM, IMG_DS], {
+        fresh: { host: FE, path: saved },
+      });
+      vm.set(3, 3);
+      await assertStandalone(world, FE, saved, "qcow2", 64);
+      await assertPatterns(world, FE, saved, expected[0].patterns, "qcow2");
+      await checkLive("hv2");
+      // The new image's own life (fs/rm when it is deleted) is the datastore driver's.
+      await world.sh(FE, `rm -f ${normal(saved)}`);
+    });
+
+    await t.step("live: migration back hv2 → hv1, then the VM shuts down", async () => {
+      await liveMigrate("hv2", "hv1", 1);
+      await hv.destroy("hv1", DOMAIN);
+      vm.set(3, 3);
+      await check("hv1");
+      await assertStandalone(world, "hv1", `${VM_DIR}/disk.0.snap/1`, "qcow2", 64);
+    });
 
     await t.step(
       "terminate: persistent save (mvds), then delete of the disks and the VM folder",
