@@ -136,7 +136,9 @@ if (import.meta.main) {
     await module.run(rows);
   }
   const text = render(rows);
-  await Deno.writeTextFile(new URL("../docs/benchmarks.md", import.meta.url), text);
+  const out = new URL("../docs/benchmarks.md", import.meta.url).pathname;
+  await Deno.writeTextFile(out, text);
+  // Keep the generated file as `deno fmt` wants it, so the CI format gate stays green.
+  await must([Deno.execPath(), "fmt", "--quiet", out], "deno fmt");
   console.log(text);
-  await must(["true"], "sync");
 }
