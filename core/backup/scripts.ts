@@ -19,7 +19,7 @@
 import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
 import { virshPrelude } from "../hypervisor/virsh.ts";
 import { checkpointXml } from "../hypervisor/backup_job.ts";
-import type { BackupDirs } from "./config.ts";
+import { type BackupDirs, checkpointName } from "./config.ts";
 
 /** Requests larger than this are split (qemu's BDRV_REQUEST_MAX_BYTES is just under 2 GiB). */
 const MAX_READ = 1 << 30;
@@ -79,7 +79,7 @@ export interface OfflineBackupRequest {
 export function offlineFullScript(request: OfflineBackupRequest): ShellScript {
   const perDisk = request.disks.map((d) => {
     const dst = `${request.backupDir}/disk.${d.id}.${request.backupId}`;
-    const bitmap = `one-${request.vmId}-${request.backupId}`;
+    const bitmap = checkpointName(request.vmId, request.backupId);
     const track = request.tracksChanges
       ? sh`onestor_qcow2 ${d.path}
 for b in $(onestor_bitmaps ${d.path} ${request.vmId}); do qemu-img bitmap --remove -- ${d.path} "$b" || exit 1; done
@@ -95,8 +95,8 @@ ${joinScripts(perDisk)}`;
 
 /** Incremental backup of a powered-off VM since bitmap `one-<vm>-<parentId>` (see the module doc). */
 export function offlineIncrementScript(request: OfflineBackupRequest & { parentId: number }): ShellScript {
-  const parent = `one-${request.vmId}-${request.parentId}`;
-  const bitmap = `one-${request.vmId}-${request.backupId}`;
+  const parent = checkpointName(request.vmId, request.parentId);
+  const bitmap = checkpointName(request.vmId, request.backupId);
   const perDisk = request.disks.map((d) => {
     const dst = `${request.backupDir}/disk.${d.id}.${request.backupId}`;
     return sh`src=${d.path}
@@ -168,8 +168,8 @@ export interface CheckpointRequest {
  */
 export function checkpointsScript(request: CheckpointRequest): ShellScript {
   const xml = (name: string) => checkpointXml(name, request.targets);
-  const own = `one-${request.vmId}-${request.backupId}`;
-  const parent = `one-${request.vmId}-${request.parentId}`;
+  const own = checkpointName(request.vmId, request.backupId);
+  const parent = checkpointName(request.vmId, request.parentId);
   const redefineXml = xml("NAME");
   return sh`${virshPrelude(request.uri)}
 ${bitmapsFunction()}

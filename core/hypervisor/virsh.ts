@@ -12,9 +12,6 @@
 
 import { sh, type ShellScript } from "../remote/shell.ts";
 
-/** Default URI, as OpenNebula's kvmrc has it. */
-export const DEFAULT_LIBVIRT_URI = "qemu:///system";
-
 /** Error text of libvirt when a disk already runs a block job (blockcopy, blockcommit, backup). */
 export const BUSY_BLOCK_JOB = "active block job";
 

@@ -35,7 +35,7 @@ import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
 import { diskFacts } from "../tm/disk_facts.ts";
 import { checkVmPath, parseVmFile, snapDirOf, type VmFile } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
-import { liveDomain, vmMadOf } from "./vm_domain.ts";
+import { LIBVIRT_VMMS, liveDomain, vmMadOf } from "./vm_domain.ts";
 
 /** Arguments of cpds. */
 export interface SaveAsRequest {
@@ -91,7 +91,7 @@ export async function saveAs(services: TmServices, request: SaveAsRequest): Prom
   const vm = await services.lookup.vm(request.vmId);
   const facts = diskFacts(vm, file.diskId);
   const hot = isHotSaveAs(vm);
-  if (hot && !["kvm", "qemu"].includes(vmMadOf(vm))) {
+  if (hot && !LIBVIRT_VMMS.includes(vmMadOf(vm))) {
     throw new InputError(`cpds: Live operation not supported on ${vmMadOf(vm) || "an unknown hypervisor"}`);
   }
   const srcPath = snapId === -1 ? file.path : `${snapDirOf(file.path)}/${snapId}`;

@@ -27,6 +27,7 @@
  */
 
 import { type ExecOptions, type ExecResult, type Lab, LAB_BASE } from "./lab.ts";
+import { type BlockDevice, parseBlockDevices } from "../../core/hypervisor/virsh.ts";
 
 /** Directories every host of a lab with libvirt must have privately (pass them as `extraDirs`). */
 export const LIBVIRT_DIRS: readonly string[] = [
@@ -147,14 +148,6 @@ ${disks.join("\n")}
 `;
 }
 
-/** One `virsh domblklist --details` row. */
-export interface BlockDevice {
-  type: string;
-  device: string;
-  target: string;
-  source: string;
-}
-
 /** libvirtd on the hypervisor hosts of a lab. */
 export class LibvirtLab {
   readonly lab: Lab;
@@ -170,6 +163,16 @@ export class LibvirtLab {
    * `extraDirs`, and waits until each answers as oneadmin.
    */
   static async start(lab: Lab, hosts: readonly string[] = HYPERVISORS): Promise<LibvirtLab> {
+    for (const tool of ["/usr/sbin/libvirtd", "/usr/bin/virsh", "/usr/bin/qemu-system-x86_64"]) {
+      try {
+        Deno.statSync(tool);
+      } catch {
+        throw new Error(
+          `Lab needs ${tool} (apt-get install --no-install-recommends qemu-system-x86 libvirt-daemon ` +
+            "libvirt-daemon-driver-qemu libvirt-clients, or scripts/setup.sh)",
+        );
+      }
+    }
     await ensureQemuAccount();
     const hv = new LibvirtLab(lab, hosts);
     const cached = await hasCapsCache();
@@ -281,11 +284,7 @@ export class LibvirtLab {
 
   /** `domblklist --details` rows. */
   async blockDevices(host: string, domain: string): Promise<BlockDevice[]> {
-    const out = await this.mustVirsh(host, ["domblklist", domain, "--details"]);
-    return out.split("\n").map((l) => l.trim()).filter((l) => l !== "").map((l) => {
-      const [type, device, target, ...source] = l.split(/\s+/);
-      return { type, device, target, source: source.join(" ") };
-    });
+    return parseBlockDevices(await this.mustVirsh(host, ["domblklist", domain, "--details"]));
   }
 
   /** Runs a qemu-io command against a virtio disk of a running domain, through QEMU's monitor. */
