@@ -59,6 +59,8 @@ export interface FanoutRequest {
   timeoutMs?: number;
   /** Error text prefix. */
   what?: string;
+  /** Process whose death stops the stream (default: this process). */
+  ownerPid?: number;
 }
 
 /** What happened on each branch. */
@@ -145,16 +147,35 @@ done
 exit 0`;
 }
 
-/** The front-end end of the first hop: hash each file of the stream, send it to the relay. */
-export function frontendSinkScript(request: FanoutRequest, sshArgv: readonly string[]): ShellScript {
+/**
+ * The front-end end of the first hop: hash each file of the stream, send it to the relay. While
+ * it sends, a watchdog checks that process `ownerPid` (the onestor process) is alive: if it was
+ * killed, the stream stops instead of going on as an orphan nobody will commit.
+ */
+export function frontendSinkScript(
+  request: FanoutRequest,
+  sshArgv: readonly string[],
+  ownerPid: number,
+): ShellScript {
   return sh`set -o pipefail
 t=$(mktemp -d) || exit 70
 trap 'rm -rf "$t"' EXIT
-mkfifo "$t/m" || exit 70
+mkfifo "$t/m" "$t/s" || exit 70
 tar -xf - --to-command=${perFileCommand(request.contentChecksum)} <"$t/m" >"$t/man" 2>/dev/null &
 mp=$!
-tee -p "$t/m" | ${sshArgv}
+${sshArgv} <"$t/s" &
+sp=$!
+tee -p "$t/m" >"$t/s" <&0 &
+tp=$!
+( while kill -0 ${ownerPid} 2>/dev/null && kill -0 $sp 2>/dev/null; do sleep 1; done
+  kill -0 ${ownerPid} 2>/dev/null || kill $sp $tp ) >/dev/null 2>&1 &
+wp=$!
+wait $sp
 rc=$?
+# A relay that ended badly, or a killed owner: stop reading and hashing (they may wait on a fifo).
+[ $rc -eq 0 ] || kill $tp $mp 2>/dev/null
+wait $tp
+kill $wp 2>/dev/null
 wait $mp
 mrc=$?
 sed 's/^/ONESTOR_SRC_FILE /' "$t/man" >&2
@@ -201,7 +222,10 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
     sparse: request.sparse,
     checksum,
   };
-  const pipeline = senderScript(sender, sh`bash -c ${frontendSinkScript(request, sshArgv).text}`);
+  const pipeline = senderScript(
+    sender,
+    sh`bash -c ${frontendSinkScript(request, sshArgv, request.ownerPid ?? Deno.pid).text}`,
+  );
   const cleanupForward = async () => {
     if (forward && fwdRequest) {
       await runner.run(forward.host, cleanupScript(fwdRequest, fwdTmp), { check: false }).catch(() => {});

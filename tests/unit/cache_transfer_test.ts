@@ -154,6 +154,22 @@ Deno.test("fanoutCopy() throws a RemoteError naming the relay when it cannot be 
   );
 });
 
+Deno.test("fanoutCopy() stops the stream when the process that owns it is gone (no orphan copy)", async () => {
+  await using s = await scratch();
+  const gone = new Deno.Command("true").spawn();
+  await gone.status;
+  const started = performance.now();
+  await assert.rejects(
+    fanoutCopy(s.runner, {
+      from: { dir: s.fe, entries },
+      relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-w" },
+      contentChecksum: "b2sum",
+      ownerPid: gone.pid,
+    }),
+  );
+  assert.ok(performance.now() - started < 5000);
+});
+
 Deno.test("perFileCommand() refuses unknown programs; parseManifest() reads its output", () => {
   assert.throws(() => perFileCommand("rm -rf /"), TypeError);
   assert.match(perFileCommand("sha256sum"), /^printf .* "\$\(sha256sum \| cut/);
