@@ -68,7 +68,10 @@ export async function storageRoute(lookup: OneLookup, host: string, replica: str
     }
   };
   const hostIp = await ipOf(host);
-  if (hostIp !== "") return { mode: "push", address: hostIp };
+  if (hostIp !== "") {
+    logInfo(`REPLICA_STORAGE_IP of ${host} is ${hostIp}: replica ${replica} pushes the disk there`);
+    return { mode: "push", address: hostIp };
+  }
   const replicaIp = replica === host ? "" : await ipOf(replica);
   if (replicaIp !== "") {
     logInfo(`REPLICA_STORAGE_IP of replica ${replica} is ${replicaIp}: ${host} pulls the disk from there`);
