@@ -33,20 +33,23 @@ const IMG_DIR = `${DS}/1`;
 const ONESTOR_CONF = "/var/lib/one/remotes/etc/onestor/onestor.conf";
 const SSHRC = "/var/lib/one/remotes/etc/tm/ssh/sshrc";
 
-/** Relays a TCP connection, sending at most `rate` bytes per second towards the server. */
+/**
+ * Relays a TCP connection, sending at most `rate` bytes per second towards the server. Idle time
+ * earns no credit: a shared ssh master connection stays slow however long it waited.
+ */
 const THROTTLE_PL = `use strict; use IO::Socket::INET; use IO::Select; use Time::HiRes qw(time sleep);
 my ($host, $port, $rate) = @ARGV;
 my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Proto => 'tcp') or die "connect: $!";
 binmode STDIN; binmode STDOUT;
 my $sel = IO::Select->new(\\*STDIN, $s);
-my ($t0, $sent) = (time, 0);
+my $next = time;
 sub put { my ($fh, $buf) = @_; my $off = 0; while ($off < length $buf) { my $w = syswrite($fh, $buf, length($buf) - $off, $off); exit 0 unless defined $w; $off += $w } }
 while (my @ready = $sel->can_read) {
   for my $fh (@ready) {
     my $n = sysread($fh, my $buf, 16384);
     if (!$n) { exit 0 if $fh == $s; shutdown($s, 1); $sel->remove(\\*STDIN); next }
     if ($fh == $s) { put(\\*STDOUT, $buf); next }
-    $sent += $n; my $due = $t0 + $sent / $rate; my $now = time; sleep($due - $now) if $due > $now;
+    my $now = time; $next = $now if $next < $now; sleep($next - $now) if $next > $now; $next += $n / $rate;
     put($s, $buf);
   }
 }
@@ -93,22 +96,31 @@ labTest(
       (await world.sh(host, `b2sum < ${path}`)).split(" ")[0];
     const diskPath = (vm: number, disk = 0) => `${DS}/100/${vm}/disk.${disk}`;
     const vms = new Set<number>();
-    const clone = (vm: number, host: string, path: string, env: Record<string, string> = {}) => {
-      if (!vms.has(vm)) {
-        vms.add(vm);
-        world.oned.addVm(vmXml({
-          id: vm,
-          disks: [imageDisk({ DISK_ID: 0, IMAGE_ID: vm, SOURCE: path, SIZE: 64, ORIGINAL_SIZE: 64 })],
-          history: [{ hostname: host, hid: host === "hv1" ? 1 : 2, dsId: 100 }],
-        }));
-      }
-      // oned writes the default DATASTORE_LOCATION with a double slash.
-      return world.tm("clone", [
-        `frontend:${path.replace(DS, DS_LOC)}`,
-        `${host}:${DS_LOC}/100/${vm}/disk.0`,
-        vm,
-        1,
-      ], { env });
+    const register = (vm: number, host: string, path: string, disk: Record<string, string> = {}) => {
+      if (vms.has(vm)) return;
+      vms.add(vm);
+      world.oned.addVm(vmXml({
+        id: vm,
+        disks: [imageDisk({ DISK_ID: 0, IMAGE_ID: vm, SOURCE: path, SIZE: 64, ORIGINAL_SIZE: 64, ...disk })],
+        history: [{ hostname: host, hid: host === "hv1" ? 1 : 2, dsId: 100 }],
+      }));
+    };
+    // oned writes the default DATASTORE_LOCATION with a double slash.
+    const cloneArgs = (
+      fe: string,
+      vm: number,
+      host: string,
+      path: string,
+    ) => [`${fe}:${path.replace(DS, DS_LOC)}`, `${host}:${DS_LOC}/100/${vm}/disk.0`, String(vm), "1"];
+    const clone = (
+      vm: number,
+      host: string,
+      path: string,
+      env: Record<string, string> = {},
+      disk: Record<string, string> = {},
+    ) => {
+      register(vm, host, path, disk);
+      return world.tm("clone", cloneArgs("frontend", vm, host, path), { env });
     };
     const cacheLog = async () =>
       (await world.sh("replica", `cat ${IMG_DIR}/.onestor-cache.log 2>/dev/null || true`)).split("\n").filter(
@@ -408,6 +420,90 @@ labTest(
       const verify = await onestor(["cache", "verify"]);
       assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     });
+
+    const G = await makeImage(7, 24, 6);
+    const sumG = await sumOf("frontend", G);
+
+    await t.step(
+      "REPLICA_STORAGE_IP: the hypervisor's (replica pushes there), else the replica's (hypervisor pulls)",
+      async () => {
+        const hv1 = world.lab.host("hv1").address;
+        const replica = world.lab.host("replica").address;
+        world.oned.addHost(hostXml({ id: 1, name: "hv1", template: { REPLICA_STORAGE_IP: hv1 } }));
+        world.oned.addHost(hostXml({ id: 3, name: "replica", template: { REPLICA_STORAGE_IP: replica } }));
+        try {
+          const push = await clone(600, "hv1", G);
+          ok(push, "clone to hv1");
+          assert.match(
+            push.stderr,
+            new RegExp(`REPLICA_STORAGE_IP of hv1 is ${hv1}: replica replica pushes the disk there`),
+          );
+          assert.match(push.stderr, /forwarded to hv1/);
+          assert.equal(await sumOf("hv1", diskPath(600)), sumG);
+          const pull = await clone(601, "hv2", G);
+          ok(pull, "clone to hv2");
+          assert.match(
+            pull.stderr,
+            new RegExp(`REPLICA_STORAGE_IP of replica replica is ${replica}: hv2 pulls the disk`),
+          );
+          assert.equal(await sumOf("hv2", diskPath(601)), sumG);
+          // SPARSE=NO: the copy from the cache writes every block.
+          const full = await clone(602, "hv2", G, {}, { SPARSE: "NO" });
+          ok(full, "clone SPARSE=NO");
+          assert.equal(await sumOf("hv2", diskPath(602)), sumG);
+          const [blocks, unit, size] = (await world.sh("hv2", `stat -c '%b %B %s' ${diskPath(602)}`)).trim()
+            .split(" ")
+            .map(Number);
+          assert.ok(blocks * unit >= size, `${blocks * unit} bytes allocated for ${size}`);
+        } finally {
+          world.oned.addHost(hostXml({ id: 1, name: "hv1" }));
+          world.oned.remove("host", 3);
+        }
+      },
+    );
+
+    const H = await makeImage(8, 24, 8);
+    const sumH = await sumOf("frontend", H);
+
+    await t.step(
+      "two front-ends (hv2 plays the second one, same image datastore): one transfer",
+      async () => {
+        // Same bytes and mtime at the same path, as a shared image datastore gives both front-ends.
+        await world.sh("hv2", `mkdir -p ${IMG_DIR} && chown oneadmin: ${IMG_DIR}`);
+        const copy = await new Deno.Command("cp", {
+          args: ["-p", world.lab.path("frontend", H), world.lab.path("hv2", H)],
+        }).output();
+        assert.ok(copy.success);
+        const fast = `REPLICA_SSH_FE_OPTS="${slow(2 * MiB)}"`;
+        await config({ sshrc: fast });
+        await world.writeFile("hv2", SSHRC, `${fast}\n`);
+        const fromFe2 = (vm: number, host: string) => {
+          register(vm, host, H);
+          return world.lab.exec("hv2", [
+            Deno.execPath(),
+            "run",
+            "-A",
+            "--no-check",
+            "--quiet",
+            MAIN,
+            "tm",
+            "clone",
+            ...cloneArgs("hv2", vm, host, H),
+          ], { user: "oneadmin", env: world.env() });
+        };
+        const runs = await Promise.all([
+          ...[700, 701, 702, 703].map((vm, i) => clone(vm, i % 2 ? "hv2" : "hv1", H)),
+          ...[704, 705, 706, 707].map((vm, i) => fromFe2(vm, i % 2 ? "hv2" : "hv1")),
+        ]);
+        runs.forEach((r, i) => ok(r, `clone ${700 + i}`));
+        assert.equal(await fills(8), 1, "one front-end -> replica transfer for both front-ends");
+        assert.equal(runs.filter((r) => /Filling the cache of replica/.test(r.stderr)).length, 1);
+        for (const [i, vm] of [700, 701, 702, 703, 704, 705, 706, 707].entries()) {
+          assert.equal(await sumOf(i % 2 ? "hv2" : "hv1", diskPath(vm)), sumH);
+        }
+        assert.equal(await leftovers(), "");
+      },
+    );
   },
 );
 
