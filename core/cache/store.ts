@@ -210,7 +210,7 @@ export async function readFolderState(
     replica,
     sh`cd -- ${dir} 2>/dev/null || { echo ONESTOR_NODIR; exit 0; }
 echo "ONESTOR_NOW=$(date +%s)"
-df -B1 -P . | awk 'NR==2 { print "ONESTOR_FS=" $2 "," $3 "," $4 }'
+df -B1 -P . | { read -r _; read -r _ total used avail _ && echo "ONESTOR_FS=$total,$used,$avail"; }
 for f in * .onestor-fill-*; do
   [ -e "$f" ] || [ -L "$f" ] || continue
   case "$f" in

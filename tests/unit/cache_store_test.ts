@@ -284,6 +284,11 @@ Deno.test("makeRoom() evicts across the replica's cache folders, keeps pinned en
   await put(other, hash(2), now - 50);
   await put(s.dir, hash(3), now - 10);
   assert.deepEqual(await cacheFolders(s.runner, "replica-test", `${s.root}/datastores`), [s.dir, other]);
+  const state = await s.folder.folder();
+  assert.ok(state.fs.total > 0 && state.fs.used > 0 && state.fs.used + state.fs.available <= state.fs.total);
+  assert.deepEqual([...state.entries.keys()].sort(), [hash(1), hash(3)]);
+  assert.deepEqual(state.items.map((i) => i.name).sort(), [hash(1), hash(3)]);
+  assert.ok(state.items.every((i) => i.allocated >= 2 * MIB));
   const limits = { maxBytes: 7 * MIB, maxUsedPercent: 100 };
   // 6 MiB cached, 7 MiB allowed: 2 more MiB need one eviction, the oldest unpinned (hash 2, other folder).
   const room = await makeRoom(s.folder, 2 * MIB, limits, null);
