@@ -303,6 +303,7 @@ export async function warmImages(
             transferTimeoutMs: ctx.transferTimeoutMs,
             controlTimeoutMs: ctx.controlTimeoutMs,
             sparse: true,
+            log: { info: (m) => status.note(m), warn: (m) => status.note(`Warning: ${m}`) },
           });
         } finally {
           await watch?.stop();

@@ -53,6 +53,8 @@ export interface FillRequest {
   leaseSeconds: number;
   /** Pin the promoted entry for this deployment when the forward did not deliver the disk. */
   pin?: Omit<Pin, "expires_at">;
+  /** Where the success line goes (default: an `INFO:` log line). */
+  log?: { info(message: string): void };
 }
 
 /** What a fill achieved. */
@@ -212,7 +214,7 @@ export async function fillEntry(request: FillRequest): Promise<FillOutcome> {
   held.lost = true; // The promotion removed the lease.
   outcome.promoted = true;
   outcome.entryText = text;
-  logInfo(
+  (request.log?.info ?? logInfo)(
     `Cached ${stat.path} on ${folder.replica}: ${mib(result.streamBytes)} MiB in ${
       result.seconds.toFixed(1)
     } s, ` +

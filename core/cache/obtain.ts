@@ -57,7 +57,18 @@ export interface ObtainRequest {
   pin?: Omit<Pin, "expires_at">;
   /** Cut-through: forward the fill's stream to this destination. */
   forward?: FanoutRequest["forward"];
+  /** Where progress lines go (default: `INFO:`/`WARN:` log lines). */
+  log?: CacheLog;
 }
+
+/** Receives the cache's progress lines. */
+export interface CacheLog {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+/** The default: OpenNebula log lines on stderr. */
+export const DRIVER_LOG: CacheLog = { info: logInfo, warn: logWarn };
 
 /** The result. */
 export type ObtainOutcome =
@@ -90,6 +101,7 @@ async function dropEntry(folder: ReplicaFolder, image: string, text: string, why
 /** Gets a valid entry (see the module doc). */
 export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome> {
   const { folder, stat, owner } = request;
+  const log = request.log ?? DRIVER_LOG;
   const name = stat.name;
   let waitedMs = 0;
   let waitingFor: string | null = null;
@@ -116,24 +128,26 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         if (!request.pin) return { kind: "hit", entryText: state.entryText, entry };
         const pinned = await pinEntry(folder, name, state.entryText, request.pin, request.leaseSeconds);
         if (pinned !== null) {
-          if (waitingFor) logInfo(`${waitingFor} filled the cache; waited ${(waitedMs / 1000).toFixed(1)} s`);
+          if (waitingFor) {
+            log.info(`${waitingFor} filled the cache; waited ${(waitedMs / 1000).toFixed(1)} s`);
+          }
           return { kind: "hit", entryText: pinned, entry: parseEntry(pinned)! };
         }
         await jitter();
         continue;
       }
       if (!leaseLive(parseLease(state.leaseText), state.now)) {
-        logInfo(`The cached copy of ${stat.path} on ${folder.replica} is not used: ${problem}`);
+        log.info(`The cached copy of ${stat.path} on ${folder.replica} is not used: ${problem}`);
       }
     } else if (state.entryText !== null) {
-      logWarn(`The cache record of ${stat.path} on ${folder.replica} is unreadable; it will be replaced`);
+      log.warn(`The cache record of ${stat.path} on ${folder.replica} is unreadable; it will be replaced`);
     }
 
     const lease = parseLease(state.leaseText);
     if (state.leaseText !== null && leaseLive(lease, state.now) && lease!.owner !== owner) {
       if (waitingFor === null) {
         waitingFor = lease!.owner;
-        logInfo(
+        log.info(
           `Waiting for ${lease!.owner} to fill the cache of ${folder.replica} with ${stat.path} ` +
             `(its lease is renewed while it copies)`,
         );
@@ -160,7 +174,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
       continue;
     }
     if (state.leaseText !== null && lease) {
-      logInfo(
+      log.info(
         `The fill lease of ${lease.owner} expired ${state.now - lease.expires_at} s ago: taking it over`,
       );
     }
@@ -171,12 +185,12 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         reason: `eviction failed: ${error instanceof Error ? error.message : String(error)}`,
       }));
       for (const e of room.evicted) {
-        logInfo(
+        log.info(
           `Evicted ${e.key} (${e.kind}, ${(e.allocated / 1048576).toFixed(1)} MiB) from ${folder.replica}`,
         );
       }
       if (!room.ok) return { kind: "no-room", reason: room.reason };
-      logInfo(
+      log.info(
         `Filling the cache of ${folder.replica} with ${stat.path}` +
           (request.forward ? `, forwarding to ${request.forward.host} as it arrives` : ""),
       );
@@ -193,6 +207,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         timeoutMs: request.transferTimeoutMs,
         leaseSeconds: request.leaseSeconds,
         pin: request.pin,
+        log,
       });
       return { kind: "filled", fill: outcome };
     } finally {

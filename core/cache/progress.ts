@@ -57,6 +57,7 @@ export class StatusLine {
   readonly #tty: boolean;
   readonly #write: (text: string) => void;
   #drawn = false;
+  #last = "";
 
   constructor(options: { tty?: boolean; write?: (text: string) => void } = {}) {
     this.#tty = options.tty ?? Deno.stderr.isTerminal();
@@ -72,13 +73,24 @@ export class StatusLine {
   /** Redraws the line (terminals only). */
   update(text: string): void {
     if (!this.#tty) return;
+    this.#last = text;
     this.#write(`\r\x1b[2K${text}`);
     this.#drawn = true;
+  }
+
+  /** Prints a message on a line of its own, above the status line (which is redrawn). */
+  note(text: string): void {
+    if (!this.#tty) {
+      this.#write(`${text}\n`);
+      return;
+    }
+    this.#write(`\r\x1b[2K${text}\n${this.#last}`);
   }
 
   /** Ends the line with its final text. */
   done(text: string): void {
     this.#write(this.#tty && this.#drawn ? `\r\x1b[2K${text}\n` : `${text}\n`);
     this.#drawn = false;
+    this.#last = "";
   }
 }

@@ -146,13 +146,15 @@ Deno.test("ago(), progressBar() and StatusLine render for people", () => {
   const out: string[] = [];
   const tty = new StatusLine({ tty: true, write: (t) => out.push(t) });
   tty.update("a");
+  tty.note("message");
   tty.done("b");
-  assert.deepEqual(out, ["\r\x1b[2Ka", "\r\x1b[2Kb\n"]);
+  assert.deepEqual(out, ["\r\x1b[2Ka", "\r\x1b[2Kmessage\na", "\r\x1b[2Kb\n"]);
   out.length = 0;
   const pipe = new StatusLine({ tty: false, write: (t) => out.push(t) });
   pipe.update("a");
+  pipe.note("message");
   pipe.done("b");
-  assert.deepEqual(out, ["b\n"]);
+  assert.deepEqual(out, ["message\n", "b\n"]);
 });
 
 Deno.test("formatRows() of no rows is just the header", () => {
