@@ -182,8 +182,8 @@ labTest(
     const sumB = await sumOf("frontend", B);
 
     await t.step("single flight: 16 parallel deployments, 8 to hv1 and 8 to hv2, one transfer", async () => {
-      // A slow front-end link (2 MiB/s) so that the deployments really overlap the fill.
-      await config({ sshrc: `REPLICA_SSH_FE_OPTS="${slow(2 * MiB)}"` });
+      // A slow front-end link (1 MiB/s, 8 s of fill) so that the deployments really overlap the fill.
+      await config({ sshrc: `REPLICA_SSH_FE_OPTS="${slow(MiB)}"` });
       const ids = Array.from({ length: 16 }, (_, i) => 100 + i);
       const results = await Promise.all(ids.map((vm, i) => clone(vm, i % 2 === 0 ? "hv1" : "hv2", B)));
       results.forEach((r, i) => ok(r, `clone ${ids[i]}`));
@@ -218,8 +218,14 @@ labTest(
           if (!(Number(growing.split("\n")[0]) > MiB)) return null;
           return processesWith("ONESTOR_TEST_ROLE=filler-200", "deno")[0] ?? null;
         });
-        const waiter = clone(201, "hv2", C);
-        await new Promise((r) => setTimeout(r, 1000));
+        const waiter = clone(201, "hv2", C, { ONESTOR_TEST_ROLE: "waiter-201" });
+        // Let the waiter start and see the filler's live lease, then kill the filler.
+        await waitFor(
+          "the waiter to start",
+          () =>
+            Promise.resolve(processesWith("ONESTOR_TEST_ROLE=waiter-201", "deno").length > 0 ? true : null),
+        );
+        await new Promise((r) => setTimeout(r, 1500));
         Deno.kill(fillerPid, "SIGKILL");
         const killed = await filler;
         assert.equal(killed.code, 137);
@@ -258,7 +264,7 @@ labTest(
       "eviction: least recently used first, a pinned entry kept, no room means no caching",
       async () => {
         // A deployment of A copies from the cache through a slow replica -> hypervisor link: A stays pinned.
-        await config({ sshrc: `REPLICA_SSH_OPTS="${slow(1 * MiB)}"` });
+        await config({ sshrc: `REPLICA_SSH_OPTS="${slow(MiB / 2)}"` });
         const pinned = clone(300, "hv1", A);
         await waitFor("A to be pinned", async () => ((await entryOf(1)).pins.length > 0 ? true : null));
         // Cache: A 7 MiB (pinned, least recently used), B 8 MiB, C 12 MiB. D needs 8 MiB under 24 MiB.
