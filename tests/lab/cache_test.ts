@@ -312,12 +312,10 @@ labTest(
         assert.match(truncated.stderr, /is not used: .* 3145728 bytes on the replica/);
         assert.equal(await fills(4), 2);
         assert.equal(await sumOf("hv1", diskPath(400)), sumD);
-        // Same size and mtime, other bytes: only a content check sees it.
-        const flip =
-          `m=$(stat -c %Y ${cached}) && printf X | dd of=${cached} bs=1 seek=${
-            2 * MiB
-          } conv=notrunc status=none` +
-          ` && touch -d @$m ${cached}`;
+        // Same size and mtime, other bytes: only a content check sees it. (Sixteen bytes of text
+        // over random data: one byte could already have the value written.)
+        const flip = `m=$(stat -c %Y ${cached}) && printf onestor-corrupt! | ` +
+          `dd of=${cached} bs=1 seek=${2 * MiB} conv=notrunc status=none && touch -d @$m ${cached}`;
         await world.sh("replica", flip);
         const verify = await onestor(["cache", "verify", "--replica", "replica"]);
         assert.equal(verify.code, 1, verify.stderr);
