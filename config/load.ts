@@ -265,7 +265,6 @@ function emptyValue(spec: SettingSpec): SettingValue {
   return isListType(spec.type) ? [] : null;
 }
 
-const SIZE_UNITS: Record<string, number> = { "": 0, K: 1, M: 2, G: 3, T: 4 };
 const DD_SIZE = /^[1-9][0-9]*(c|w|b|k|K|kB|KB|KiB|M|MB|MiB|G|GB|GiB|T|TB|TiB)?$/;
 
 /** Validates and converts one value; `subject` starts the error message (`<file>:<line>: KEY`). */
@@ -322,13 +321,6 @@ function convert(spec: SettingSpec, raw: string, subject: string): SettingValue 
       const items = text.split(",").map((item) => item.trim()).filter((item) => item !== "");
       if (items.some((item) => /\s/.test(item))) throw bad();
       return items;
-    }
-    case "size": {
-      const match = /^([0-9]+)\s*([KMGT]?)(I?B)?$/i.exec(text);
-      if (!match) throw bad();
-      const bytes = Number(match[1]) * 1024 ** SIZE_UNITS[match[2].toUpperCase()];
-      if (spec.min !== undefined && bytes < spec.min) throw bad();
-      return bytes;
     }
     case "block-size": {
       if (!DD_SIZE.test(text)) throw bad();

@@ -77,7 +77,6 @@ export type SettingType =
   | "argv"
   | "path"
   | "list"
-  | "size"
   | "block-size";
 
 /** How a type is described: `expected` in errors (`... must be <expected>`), `rule` in the docs. */
@@ -119,11 +118,6 @@ export const SETTING_TYPES: Readonly<Record<SettingType, SettingTypeInfo>> = {
   list: {
     expected: "a comma-separated list of words",
     rule: "Comma-separated words; blanks around commas are ignored.",
-  },
-  size: {
-    expected: "a size such as 100M (a number with an optional K, M, G or T suffix)",
-    rule: "Bytes: a number with an optional `K`, `M`, `G` or `T` suffix (powers of 1024, any case, " +
-      "`KiB`/`KB` also accepted).",
   },
   "block-size": {
     expected: "a dd block size such as 64k, 1M or 4MiB",
@@ -297,17 +291,8 @@ export const SETTINGS = [
     default: "none",
     meaning: "Compression of image data on the wire, worth it on slow links (edge sites) since disk " +
       "images compress well. The tool must be installed on both ends of every hop; `zstd` is the best " +
-      "trade-off where available.",
-    usedBy: "core/transfer",
-  },
-  {
-    key: "TRANSFER_BW_LIMIT",
-    file: "onestor.conf",
-    type: "size",
-    default: "",
-    min: 1,
-    unit: "bytes per second",
-    meaning: "Bandwidth cap of each image data transfer, e.g. `100M` (100 MiB/s). Empty means no limit.",
+      "trade-off where available. Cache fills that stream on to a hypervisor while they fill " +
+      "(REPLICA_CUT_THROUGH) are not compressed.",
     usedBy: "core/transfer",
   },
   {
@@ -500,7 +485,6 @@ interface TypeValues {
   argv: string[];
   path: string;
   list: string[];
-  size: number;
   "block-size": string;
 }
 

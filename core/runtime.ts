@@ -10,13 +10,18 @@ import { type Config, loadConfig } from "../config/load.ts";
 import { HostRunner, localHostNames } from "./remote/runner.ts";
 import { SshClient } from "./remote/ssh.ts";
 import { OneLookup } from "./one/lookup.ts";
+import { transferDefaults } from "./transfer/copy.ts";
 
 let config: Config | undefined;
 let runner: HostRunner | undefined;
 
 /** The effective configuration (loaded on first use). */
 export function getConfig(): Config {
-  config ??= loadConfig();
+  if (!config) {
+    config = loadConfig();
+    transferDefaults.checksum = checksumProgram();
+    transferDefaults.compression = config.transferCompression;
+  }
   return config;
 }
 

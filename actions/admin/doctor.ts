@@ -13,6 +13,7 @@ import {
   checkHosts,
   checkReplicaMesh,
   type CheckResult,
+  configuredHostTools,
   readInventory,
 } from "../../core/doctor/checks.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
@@ -59,8 +60,16 @@ export async function run(argv: string[]): Promise<number> {
     return 1;
   }
   const runner = getRunner();
-  report(await checkHosts(runner, inventory, timeout));
-  report(await checkReplicaMesh(runner, inventory, loadConfig({ warn: () => {} }), timeout));
+  const config = loadConfig({ warn: () => {} });
+  report(
+    await checkHosts(
+      runner,
+      inventory,
+      timeout,
+      configuredHostTools(checksumProgram(), config.transferCompression),
+    ),
+  );
+  report(await checkReplicaMesh(runner, inventory, config, timeout));
   const failed = results.filter((r) => r.status === "fail").length;
   console.log(failed === 0 ? "All checks passed" : `${failed} check(s) failed`);
   return failed === 0 ? 0 : 1;

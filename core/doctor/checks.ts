@@ -27,8 +27,13 @@ export interface CheckResult {
   detail?: string;
 }
 
-/** Programs every host runs for onestor (scripts are sent over SSH). */
-const HOST_TOOLS = ["bash", "tar", "qemu-img", "mktemp", "mkfifo", "timeout"];
+/** Programs every host runs for onestor (scripts are sent over SSH; flock guards cache records). */
+const HOST_TOOLS = ["bash", "tar", "qemu-img", "mktemp", "mkfifo", "timeout", "flock"];
+
+/** Programs the configuration adds on every host: the checksum and the wire compression. */
+export function configuredHostTools(checksum: string, compression: string): string[] {
+  return [checksum, compression].filter((t) => t !== "none" && t !== "");
+}
 
 /** Programs the front-end runs. */
 function frontendTools(config: Config, checksum: string): string[][] {
@@ -82,10 +87,14 @@ export async function checkHosts(
   runner: HostRunner,
   inventory: Inventory,
   timeoutMs: number,
+  extraTools: readonly string[] = [],
 ): Promise<CheckResult[]> {
   const names = new Set(inventory.hosts.filter(active).map((h) => h.name));
   for (const ds of inventory.datastores) if (ds.replicaHost) names.add(ds.replicaHost);
-  const probe = sh`for t in ${HOST_TOOLS}; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done`;
+  const probe = sh`for t in ${[
+    ...HOST_TOOLS,
+    ...extraTools,
+  ]}; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done`;
   return await Promise.all(
     [...names].sort().map(async (name): Promise<CheckResult> => {
       const check = `ssh front-end → ${name}`;

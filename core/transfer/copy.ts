@@ -45,8 +45,10 @@ export interface CopyRequest {
   toHopOptions?: readonly string[];
   /** SSH options of the hop into the source host, when the front-end reaches it. */
   fromHopOptions?: readonly string[];
-  /** Checksum program for the stream (b2sum, sha256sum, md5sum) or "none". */
+  /** Checksum program for the stream (b2sum, sha256sum, md5sum) or "none"; default from TRANSFER_CHECKSUM. */
   checksum?: string;
+  /** Wire compression (none, gzip, zstd, xz); default from TRANSFER_COMPRESSION. */
+  compression?: Compression;
   /** Timeout in milliseconds (0: none). */
   timeoutMs?: number;
   /** Human description for errors, e.g. "Error copying fe:/x to hv1:/y". */
@@ -61,6 +63,32 @@ export interface CopyResult {
   streamChecksum: string;
   /** Wall time in seconds. */
   seconds: number;
+}
+
+/** Wire compression of a copy's stream. */
+export type Compression = "none" | "gzip" | "zstd" | "xz";
+
+/** Defaults of every copy, set once per process from the configuration (core/runtime.ts). */
+export const transferDefaults: { checksum: string; compression: Compression } = {
+  checksum: "b2sum",
+  compression: "none",
+};
+
+const COMPRESS: Record<Compression, [string, string]> = {
+  none: ["", ""],
+  gzip: ["gzip -1 -c | ", "gzip -dc | "],
+  zstd: ["zstd -1 -q -c | ", "zstd -dcq | "],
+  xz: ["xz -1 -T0 -c | ", "xz -dc | "],
+};
+
+function compressionOf(request: CopyRequest): Compression {
+  const c = request.compression ?? transferDefaults.compression;
+  if (!(c in COMPRESS)) throw new TypeError(`Unknown compression ${c}`);
+  return c;
+}
+
+function checksumOf(request: CopyRequest): string {
+  return request.checksum ?? transferDefaults.checksum;
 }
 
 /** A copy failed; nothing at the destination was replaced. */
@@ -102,9 +130,9 @@ ${joinScripts(pick)}
 t=$(mktemp -d) || exit 70
 trap 'rm -rf "$t"' EXIT
 mkfifo "$t/h" || exit 70
-${hashLine(request.checksum ?? "b2sum")}
+${hashLine(checksumOf(request))}
 hp=$!
-tar ${flags} - --totals -- "$@" 2>"$t/err" | tee "$t/h" | ${sink}
+tar ${flags} - --totals -- "$@" 2>"$t/err" | ${raw(COMPRESS[compressionOf(request)][0])}tee "$t/h" | ${sink}
 rc=$?
 wait $hp
 grep -v '^Total bytes written' "$t/err" >&2
@@ -115,7 +143,7 @@ exit $rc`;
 
 /** The receiver: hash the stream and unpack it into the temporary folder `tmp` inside the destination. */
 export function receiverScript(request: CopyRequest, tmp: string): ShellScript {
-  const checksum = request.checksum ?? "b2sum";
+  const checksum = checksumOf(request);
   return sh`set -o pipefail
 mkdir -p -- ${request.to.dir} && cd -- ${request.to.dir} || exit 73
 rm -rf -- ${tmp} && mkdir -- ${tmp} || exit 73
@@ -124,7 +152,7 @@ trap 'rm -rf "$t"' EXIT
 mkfifo "$t/h" || exit 70
 ${hashLine(checksum)}
 hp=$!
-tee "$t/h" | tar -C ${tmp} -xf -
+tee "$t/h" | ${raw(COMPRESS[compressionOf(request)][1])}tar -C ${tmp} -xf -
 rc=$?
 wait $hp
 printf 'ONESTOR_DST_SUM=%s\\n' "$(cat "$t/sum" 2>/dev/null)"
@@ -228,7 +256,7 @@ ${ssh} | bash -c ${receiver.text}`;
     const detail = lastLines(result.stderr.replace(/^ONESTOR_\S+.*$/gm, ""));
     await fail(`${what}: ${detail || `exit code ${result.code}`}`);
   }
-  if ((request.checksum ?? "b2sum") !== "none" && (!srcSum || srcSum !== dstSum)) {
+  if (checksumOf(request) !== "none" && (!srcSum || srcSum !== dstSum)) {
     await fail(
       `${what}: checksum mismatch (sent ${srcSum || "?"}, received ${dstSum || "?"}); nothing was replaced`,
     );

@@ -200,6 +200,8 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
       to: { host: forward.host, dir: forward.dir },
       sparse: request.sparse,
       checksum,
+      // The relay reads the tar stream itself, so this hop is never compressed.
+      compression: "none",
     }
     : null;
   let forwardScript: ShellScript = raw("cat >/dev/null");
@@ -221,6 +223,7 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
     to: { host: request.relay.host, dir: request.relay.dir },
     sparse: request.sparse,
     checksum,
+    compression: "none",
   };
   const pipeline = senderScript(
     sender,

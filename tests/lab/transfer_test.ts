@@ -81,6 +81,17 @@ labTest(
       assert.equal(Deno.lstatSync(lab.path("hv1", `${DS}/0/6/disk.1`)).isFile, true);
       assert.equal(await sh(lab, "hv1", `md5sum < ${DS}/0/6/disk.1`), sum);
 
+      // Wire compression (TRANSFER_COMPRESSION): the same bytes arrive, holes kept.
+      for (const compression of ["gzip", "xz"] as const) {
+        await copyEntries(runner, {
+          from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "img", as: `disk.${compression}` }] },
+          to: { host: "hv2", dir: `${DS}/0/7` },
+          compression,
+        });
+        assert.equal(await sh(lab, "hv2", `md5sum < ${DS}/0/7/disk.${compression}`), sum);
+        assert.ok(usage(lab, "hv2", `${DS}/0/7/disk.${compression}`).allocated <= 8 << 20);
+      }
+
       // A missing source fails with a clear message and touches nothing.
       const missing = await copyEntries(runner, {
         from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "nope" }] },

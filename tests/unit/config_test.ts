@@ -187,7 +187,6 @@ Deno.test("loadConfig() returns the defaults when no file exists", () => {
     equal(config.sshForwardAgent, false);
     equal(config.transferChecksum, "blake2b");
     equal(config.transferCompression, "none");
-    equal(config.transferBwLimit, null);
     equal(config.logLevel, "info");
     deepStrictEqual(config.sources.REPLICA_MAX_USED_PERC, { from: "default" });
     deepStrictEqual(config.warnings, []);
@@ -231,7 +230,6 @@ Deno.test("loadConfig() reads each stock file and onestor.conf from their paths"
       "SSH_FORWARD_AGENT=true",
       "TRANSFER_CHECKSUM=md5",
       "TRANSFER_COMPRESSION=zstd",
-      "TRANSFER_BW_LIMIT=100M",
       "LOG_LEVEL=debug",
     ].join("\n"),
   };
@@ -264,7 +262,6 @@ Deno.test("loadConfig() reads each stock file and onestor.conf from their paths"
     equal(config.sshForwardAgent, true);
     equal(config.transferChecksum, "md5");
     equal(config.transferCompression, "zstd");
-    equal(config.transferBwLimit, 100 * 1024 * 1024);
     equal(config.logLevel, "debug");
     deepStrictEqual(config.sources.REPLICA_MAX_SIZE_MB, {
       from: "file",
@@ -390,7 +387,6 @@ Deno.test("loadConfig() refuses a bad value naming file, line, key and expected 
       "TRANSFER_CHECKSUM=sha1",
       /TRANSFER_CHECKSUM must be one of blake2b, sha256, md5, none, not "sha1"/,
     ],
-    ["onestor.conf", "TRANSFER_BW_LIMIT=fast", /TRANSFER_BW_LIMIT must be a size such as 100M/],
     ["fs.conf", "DD_BLOCK_SIZE=64x", /DD_BLOCK_SIZE must be a dd block size/],
     ["datastore.conf", 'FS_OPTS_ext4="-L \'open"', /FS_OPTS_ext4 must be .*unterminated single quote/],
     ["datastore.conf", 'SUPPORTED_FS="ext4 xfs"', /SUPPORTED_FS must be a comma-separated list/],
