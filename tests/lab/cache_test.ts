@@ -14,6 +14,7 @@
  */
 
 import assert from "node:assert/strict";
+import { THROTTLE_PL } from "../support/throttle.ts";
 import { labTest } from "../support/lab.ts";
 import { ok, World } from "../support/world.ts";
 import {
@@ -37,23 +38,6 @@ const SSHRC = "/var/lib/one/remotes/etc/tm/ssh/sshrc";
  * Relays a TCP connection, sending at most `rate` bytes per second towards the server. Idle time
  * earns no credit: a shared ssh master connection stays slow however long it waited.
  */
-const THROTTLE_PL = `use strict; use IO::Socket::INET; use IO::Select; use Time::HiRes qw(time sleep);
-my ($host, $port, $rate) = @ARGV;
-my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Proto => 'tcp') or die "connect: $!";
-binmode STDIN; binmode STDOUT;
-my $sel = IO::Select->new(\\*STDIN, $s);
-my $next = time;
-sub put { my ($fh, $buf) = @_; my $off = 0; while ($off < length $buf) { my $w = syswrite($fh, $buf, length($buf) - $off, $off); exit 0 unless defined $w; $off += $w } }
-while (my @ready = $sel->can_read) {
-  for my $fh (@ready) {
-    my $n = sysread($fh, my $buf, 16384);
-    if (!$n) { exit 0 if $fh == $s; shutdown($s, 1); $sel->remove(\\*STDIN); next }
-    if ($fh == $s) { put(\\*STDOUT, $buf); next }
-    my $now = time; $next = $now if $next < $now; sleep($next - $now) if $next > $now; $next += $n / $rate;
-    put($s, $buf);
-  }
-}
-`;
 
 const hash = (n: number) => n.toString(16).padStart(32, "0");
 
