@@ -9,7 +9,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { InputError, OneStorError, ToolError } from "../errors.ts";
-import { lastLines, runCommand } from "../remote/process.ts";
+import { lastLines, runCommand, type RunResult, streamStdout } from "../remote/process.ts";
 import type { Progress } from "./progress.ts";
 import type { ByteSource } from "./sources.ts";
 
@@ -238,8 +238,6 @@ export async function openImageStream(
       return;
     }
     const argv = DECOMPRESSORS[compression!];
-    const pipe = new TransformStream<Uint8Array, Uint8Array>();
-    const abort = new AbortController();
     // The decompressor only sees its input end; a source error is kept to be reported instead.
     let sourceError: unknown = null;
     async function* tracked(): AsyncGenerator<Uint8Array> {
@@ -250,23 +248,16 @@ export async function openImageStream(
         throw error;
       }
     }
-    const child = runCommand(argv, {
-      stdin: ReadableStream.from(tracked()),
-      signal: abort.signal,
-      captureLimit: 64 * 1024,
-      // Rejects when the reader stops early; runCommand only looks at the tasks once the child is gone.
-      stdout: (stream) => stream.pipeTo(pipe.writable).catch(() => {}),
+    let child!: Promise<RunResult>;
+    const output = streamStdout((hooks) => {
+      child = runCommand(argv, { stdin: ReadableStream.from(tracked()), captureLimit: 64 * 1024, ...hooks });
+      return child;
     });
-    child.catch((error) => pipe.writable.abort(error).catch(() => {}));
-    let complete = false;
+    // The child's own failure is reported below, with the source's error taking precedence.
     try {
-      for await (const chunk of pipe.readable) yield chunk;
-      complete = true;
-    } finally {
-      if (!complete) {
-        abort.abort();
-        await child.catch(() => {});
-      }
+      yield* output;
+    } catch {
+      // Read from `child` below.
     }
     const result = await child.catch((error) => ({ code: -2, stderr: (error as Error).message }));
     if (sourceError) throw sourceError;

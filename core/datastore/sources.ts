@@ -10,6 +10,7 @@ import { InputError, ToolError } from "../errors.ts";
 import { logInfo } from "../one/log.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
+import { streamStdout } from "../remote/process.ts";
 import { checkPathSyntax } from "./paths.ts";
 
 /** A stream of an image's bytes, read once. */
@@ -107,27 +108,9 @@ export function sshSource(runner: HostRunner, host: string, path: string, descri
     describe,
     size: null,
     async *chunks() {
-      const pipe = new TransformStream<Uint8Array, Uint8Array>();
-      const abort = new AbortController();
-      const done = runner.run(host, sh`exec cat -- ${path}`, {
-        what: `Reading ${path}`,
-        signal: abort.signal,
-        // Rejects when the reader stops early; runCommand only looks at the tasks once the child is gone.
-        stdout: (stream) => stream.pipeTo(pipe.writable).catch(() => {}),
-      });
-      // A failure ends the pipe too, so the loop below ends and the error surfaces from `done`.
-      done.catch((error) => pipe.writable.abort(error).catch(() => {}));
-      let complete = false;
-      try {
-        for await (const chunk of pipe.readable) yield chunk;
-        complete = true;
-      } finally {
-        if (!complete) {
-          abort.abort();
-          await done.catch(() => {});
-        }
-      }
-      await done;
+      yield* streamStdout((hooks) =>
+        runner.run(host, sh`exec cat -- ${path}`, { what: `Reading ${path}`, ...hooks })
+      );
     },
   };
 }

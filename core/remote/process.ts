@@ -234,3 +234,41 @@ export async function runChecked(
 export function lastLines(text: string, count = 3): string {
   return text.split("\n").map((l) => l.trim()).filter((l) => l !== "").slice(-count).join("; ");
 }
+
+/** What {@linkcode streamStdout} hands the starter: where stdout goes and what aborts the child. */
+export interface StreamHooks {
+  /** Pass as `RunOptions.stdout`. */
+  stdout: (stream: ReadableStream<Uint8Array>) => Promise<void>;
+  /** Pass as `RunOptions.signal`. */
+  signal: AbortSignal;
+}
+
+/**
+ * Yields a child's standard output chunk by chunk. `start` runs the child (through runCommand or
+ * anything built on it) with the given hooks. When the consumer stops early the child is aborted;
+ * a failure of the child ends the stream. Returns the child's result once the output is consumed.
+ */
+export async function* streamStdout<T>(
+  start: (hooks: StreamHooks) => Promise<T>,
+): AsyncGenerator<Uint8Array, T> {
+  const pipe = new TransformStream<Uint8Array, Uint8Array>();
+  const abort = new AbortController();
+  const done = start({
+    signal: abort.signal,
+    // Rejects when the reader stops early; runCommand only looks at the tasks once the child is gone.
+    stdout: (stream) => stream.pipeTo(pipe.writable).catch(() => {}),
+  });
+  // A failure ends the pipe too, so the loop below ends and the error surfaces from `done`.
+  done.catch((error) => pipe.writable.abort(error).catch(() => {}));
+  let complete = false;
+  try {
+    for await (const chunk of pipe.readable) yield chunk;
+    complete = true;
+  } finally {
+    if (!complete) {
+      abort.abort();
+      await done.catch(() => {});
+    }
+  }
+  return await done;
+}
