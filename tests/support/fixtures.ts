@@ -416,7 +416,7 @@ export interface HostFixture {
   vms?: number[];
   /** System datastores monitored on the host (default: 100). */
   datastores?: HostDatastoreFixture[];
-  /** Template attributes merged over the defaults (e.g. `{ REPLICA_STORAGE_IP: "10.0.0.5" }`). */
+  /** Template attributes merged over the defaults (e.g. `{ REPLICA_STORAGE_IP: "127.0.0.5" }`). */
   template?: TemplateAttrs;
 }
 

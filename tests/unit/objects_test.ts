@@ -188,7 +188,7 @@ Deno.test("`DatastoreView` reads an image datastore without REPLICA_HOST", () =>
 
 Deno.test("`HostView` reads state and REPLICA_STORAGE_IP", () => {
   const host = HostView.fromXml(
-    hostXml({ id: 3, state: HostState.OFFLINE, template: { REPLICA_STORAGE_IP: "10.0.0.3" } }),
+    hostXml({ id: 3, state: HostState.OFFLINE, template: { REPLICA_STORAGE_IP: "127.0.3.3" } }),
   );
   assert.equal(host.id, 3);
   assert.equal(host.name, "host3");
@@ -196,7 +196,7 @@ Deno.test("`HostView` reads state and REPLICA_STORAGE_IP", () => {
   assert.equal(host.imMad, "kvm");
   assert.equal(host.vmMad, "kvm");
   assert.equal(host.clusterId, 0);
-  assert.equal(host.replicaStorageIp, "10.0.0.3");
+  assert.equal(host.replicaStorageIp, "127.0.3.3");
   assert.equal(host.templateAttr("HOSTNAME"), "host3");
   assert.equal(HostView.fromXml(hostXml()).replicaStorageIp, "");
 });

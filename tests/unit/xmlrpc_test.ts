@@ -77,7 +77,7 @@ Deno.test("`OneClient.datastoreInfo()` and `hostInfo()` by id call the info meth
 Deno.test("`OneClient.hostInfo()` by name searches the host pool", async () => {
   await using oned = await FakeOned.start();
   oned.addHost(hostXml({ id: 1, name: "host1" }));
-  oned.addHost(hostXml({ id: 2, name: "host2", template: { REPLICA_STORAGE_IP: "10.1.1.2" } }));
+  oned.addHost(hostXml({ id: 2, name: "host2", template: { REPLICA_STORAGE_IP: "127.1.1.2" } }));
   const client = await clientFor(oned);
   const host = await client.hostInfo("host2");
   assert.equal(childText(host, "ID"), "2");
@@ -243,7 +243,7 @@ Deno.test("`OneLookup` makes one call per object per process", async () => {
   await using oned = await FakeOned.start();
   oned.addVm(vmXml({ id: 7, history: [{ dsId: 100, hostname: "host1" }] }));
   oned.addDatastore(datastoreXml({ id: 100, template: { REPLICA_HOST: "replica1" } }));
-  oned.addHost(hostXml({ id: 1, name: "host1", template: { REPLICA_STORAGE_IP: "10.0.0.1" } }));
+  oned.addHost(hostXml({ id: 1, name: "host1", template: { REPLICA_STORAGE_IP: "127.0.0.11" } }));
   oned.addHost(hostXml({ id: 2, name: "host2" }));
   const lookup = new OneLookup(await clientFor(oned));
 
@@ -252,7 +252,7 @@ Deno.test("`OneLookup` makes one call per object per process", async () => {
   assert.equal((await lookup.vm(7)).systemDsId, 100);
   assert.equal((await lookup.systemDatastore(7)).replicaHost, "replica1");
   assert.equal((await lookup.datastore(100)).id, 100);
-  assert.equal((await lookup.host("host1")).replicaStorageIp, "10.0.0.1");
+  assert.equal((await lookup.host("host1")).replicaStorageIp, "127.0.0.11");
   assert.equal((await lookup.host("host2")).id, 2);
   assert.equal((await lookup.host(2)).name, "host2", "by id after the pool was read: no extra call");
   assert.equal((await lookup.host("host1")).id, 1);
