@@ -156,10 +156,23 @@ async function main(): Promise<void> {
   ).catch(() => "");
   for (const line of probe.trim().split("\n").filter((l) => l)) {
     const m = line.match(/ID = (\d+), MONITOR = "([^"]*)"/);
-    if (m) console.log(`  monitor_ds on hv2: VM ${m[1]}:${atob(m[2]).replace(/\n/g, " ").trim()}`);
+    if (m) console.log(`  monitor_ds on hv2: VM ${m[1]}: ${atob(m[2]).replace(/\n/g, " ").trim()}`);
   }
 
-  step("Terminate both VMs");
+  step("The replica goes down: a deploy still succeeds, straight from the front-end");
+  await world.lab.stopSshd("replica");
+  world.oned.addVm(vmXml({ id: 2, disks: disks(2), history: [{ hostname: "hv1", hid: 2, dsId: 100 }] }));
+  await run(
+    `tm/${world.tmName}/clone frontend:${source} hv1:${DS_LOC}/100/2/disk.0 2 1`,
+    () => world.tm("clone", [`frontend:${source}`, `hv1:${DS_LOC}/100/2/disk.0`, 2, 1]),
+  );
+  await world.lab.startSshd("replica");
+
+  step("Terminate the VMs");
+  await run(
+    `tm/${world.tmName}/delete hv1:${DS_LOC}/100/2 2 100`,
+    () => world.tm("delete", [`hv1:${DS_LOC}/100/2`, 2, 100]),
+  );
   await run(
     `tm/${world.tmName}/delete hv2:${DS_LOC}/100/0 0 100`,
     () => world.tm("delete", [`hv2:${DS_LOC}/100/0`, 0, 100]),
