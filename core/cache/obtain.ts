@@ -157,7 +157,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
       }
       await sleep(delay);
       waitedMs += delay;
-      delay = Math.min(2000, Math.round(delay * 1.5));
+      delay = Math.min(1000, Math.round(delay * 1.5));
       continue;
     }
 
