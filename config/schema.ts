@@ -303,7 +303,7 @@ export const SETTINGS = [
     default: "info",
     meaning: "Detail of the `INFO:`/`DEBUG:` lines the drivers write to oned.log; `debug` adds every " +
       "remote command and its timing.",
-    usedBy: "core/one/log.ts",
+    usedBy: "core/remote/runner.ts (every remote or local command), core/one/log.ts",
   },
   {
     key: "LIBVIRT_URI",

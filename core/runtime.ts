@@ -47,7 +47,9 @@ export function sshClientFrom(cfg: Config): SshClient {
 export function getRunner(): HostRunner {
   if (runner) return runner;
   const extra = (Deno.env.get("ONESTOR_FRONTEND_NAMES") ?? "").split(/[\s,]+/).filter((n) => n !== "");
-  runner = new HostRunner(sshClientFrom(getConfig()), localHostNames(extra));
+  runner = new HostRunner(sshClientFrom(getConfig()), localHostNames(extra), {
+    debug: getConfig().logLevel === "debug",
+  });
   return runner;
 }
 

@@ -36,6 +36,11 @@ export function logWarn(message: string): void {
   emit("WARN", message);
 }
 
+/** Logs a detail for LOG_LEVEL=debug (`DEBUG:`); callers check the level. */
+export function logDebug(message: string): void {
+  emit("DEBUG", message);
+}
+
 /** Logs an error (`ERROR:`); the user-facing line is printed separately by {@linkcode printFailure}. */
 export function logError(message: string): void {
   emit("ERROR", message);

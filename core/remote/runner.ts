@@ -7,6 +7,7 @@
  */
 
 import { RemoteError } from "../errors.ts";
+import { logDebug } from "../one/log.ts";
 import { lastLines, runCommand, type RunResult } from "./process.ts";
 import type { ShellScript } from "./shell.ts";
 import { type RemoteShell, SshClient, type SshRunOptions } from "./ssh.ts";
@@ -15,11 +16,16 @@ import { type RemoteShell, SshClient, type SshRunOptions } from "./ssh.ts";
 export class HostRunner {
   readonly ssh: SshClient;
   readonly #local: Set<string>;
+  readonly #debug: boolean;
 
-  /** `localNames` are the names under which oned knows this front-end. */
-  constructor(ssh: SshClient, localNames: readonly string[]) {
+  /**
+   * `localNames` are the names under which oned knows this front-end; with `debug` every command is
+   * logged with its host, duration and exit code (LOG_LEVEL=debug).
+   */
+  constructor(ssh: SshClient, localNames: readonly string[], options: { debug?: boolean } = {}) {
     this.ssh = ssh;
     this.#local = new Set(localNames.map((n) => n.toLowerCase()));
+    this.#debug = options.debug ?? false;
   }
 
   /** True when `host` is the front-end this process runs on. */
@@ -31,6 +37,21 @@ export class HostRunner {
 
   /** Runs `script` on `host` (locally for the front-end); throws a RemoteError naming the host on failure. */
   async run(host: string | null, script: ShellScript, options: SshRunOptions = {}): Promise<RunResult> {
+    if (!this.#debug) return await this.#run(host, script, options);
+    const started = performance.now();
+    const first = script.text.split("\n").find((l) => l.trim() !== "")?.trim().slice(0, 120) ?? "";
+    let outcome = "failed";
+    try {
+      const result = await this.#run(host, script, options);
+      outcome = `exit ${result.code}`;
+      return result;
+    } finally {
+      const ms = Math.round(performance.now() - started);
+      logDebug(`${host ?? "front-end"}: ${options.what ?? first} (${ms} ms, ${outcome})`);
+    }
+  }
+
+  async #run(host: string | null, script: ShellScript, options: SshRunOptions): Promise<RunResult> {
     if (!this.isLocal(host)) return await this.ssh.run(host!, script, options);
     const shell: RemoteShell = options.shell ?? "sh";
     const result = await runCommand([shell, "-c", script.text], {

@@ -52,3 +52,22 @@ labTest("an action whose host's sshd is down fails within its timeout, naming th
   ok(await world.tm("delete", ["hv2:/var/lib/one//datastores/0/7", 7, 0]), "delete");
   assert.throws(() => Deno.statSync(world.lab.path("hv2", "/var/lib/one/datastores/0/7")));
 });
+
+labTest(
+  "LOG_LEVEL=debug logs every command an action runs, with its host, duration and exit code",
+  async () => {
+    await using world = await World.start();
+    world.oned.addDatastore(datastoreXml({ id: 0, type: 1, tmMad: world.tmName, dsMad: "-" }));
+    world.oned.addVm(vmXml({ id: 8, history: [{ hostname: "hv1", hid: 2, dsId: 0 }] }));
+    await world.writeFile("frontend", "/var/lib/one/remotes/etc/onestor/onestor.conf", "LOG_LEVEL=debug\n");
+    const result = await world.tm("delete", ["hv1:/var/lib/one//datastores/0/8", 8, 0]);
+    ok(result, "delete");
+    assert.match(
+      result.stderr,
+      /^DEBUG: delete: hv1: Deleting \/var\/lib\/one\/datastores\/0\/8 \(\d+ ms, exit 0\)$/m,
+    );
+    await world.writeFile("frontend", "/var/lib/one/remotes/etc/onestor/onestor.conf", "LOG_LEVEL=info\n");
+    const quiet = await world.tm("delete", ["hv1:/var/lib/one//datastores/0/8", 8, 0]);
+    assert.doesNotMatch(ok(quiet, "delete") + quiet.stderr, /DEBUG:/);
+  },
+);
