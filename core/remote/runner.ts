@@ -47,7 +47,9 @@ export class HostRunner {
       return result;
     } finally {
       const ms = Math.round(performance.now() - started);
-      logDebug(`${host ?? "front-end"}: ${options.what ?? first} (${ms} ms, ${outcome})`);
+      // `what` is phrased for an error message ("Error copying ..."); the debug line names the step.
+      const step = (options.what ?? first).replace(/^Error (\w)/, (_, c: string) => c.toUpperCase());
+      logDebug(`${host ?? "front-end"}: ${step} (${ms} ms, ${outcome})`);
     }
   }
 
