@@ -129,6 +129,36 @@ function expectRoot(element: XmlElement, name: string): XmlElement {
   return element;
 }
 
+/**
+ * What every oned object answer shares: the root element (checked), `ID`, `NAME`, `STATE` and the
+ * `TEMPLATE` attributes.
+ */
+abstract class ObjectView {
+  /** The object's root element (`VM`, `DATASTORE`, `HOST`). */
+  readonly element: XmlElement;
+
+  constructor(element: XmlElement, root: string) {
+    this.element = expectRoot(element, root);
+  }
+
+  /** `ID`. */
+  get id(): number {
+    return intOrNull(childText(this.element, "ID")) ?? -1;
+  }
+  /** `NAME`. */
+  get name(): string {
+    return childText(this.element, "NAME");
+  }
+  /** `STATE` (see {@linkcode VmState}, {@linkcode HostState}; datastores: 0 ready, 1 disabled). */
+  get state(): number | null {
+    return intOrNull(childText(this.element, "STATE"));
+  }
+  /** `TEMPLATE/<name>` (a relative path such as `CONTEXT/TARGET` works too), `""` when missing. */
+  templateAttr(name: string): string {
+    return xpathText(this.element, `TEMPLATE/${name}`);
+  }
+}
+
 /** One `DISK` of a VM template. */
 export class DiskView {
   /** The `DISK` element. */
@@ -230,12 +260,9 @@ export class DiskView {
 }
 
 /** A VM as `one.vm.info` returns it. */
-export class VmView {
-  /** The `VM` element. */
-  readonly element: XmlElement;
-
+export class VmView extends ObjectView {
   constructor(element: XmlElement) {
-    this.element = expectRoot(element, "VM");
+    super(element, "VM");
   }
 
   /** Parses `<VM>` XML text (e.g. the VM XML premigrate gets on stdin, once decoded). */
@@ -248,18 +275,6 @@ export class VmView {
     return xpathText(this.element, path);
   }
 
-  /** `ID`. */
-  get id(): number {
-    return intOrNull(childText(this.element, "ID")) ?? -1;
-  }
-  /** `NAME`. */
-  get name(): string {
-    return childText(this.element, "NAME");
-  }
-  /** `STATE` (see {@linkcode VmState}). */
-  get state(): number | null {
-    return intOrNull(childText(this.element, "STATE"));
-  }
   /** `LCM_STATE` (see {@linkcode LcmState}). */
   get lcmState(): number | null {
     return intOrNull(childText(this.element, "LCM_STATE"));
@@ -309,10 +324,6 @@ export class VmView {
       c.name === "SNAPSHOTS" && intOrNull(childText(c, "DISK_ID")) === diskId
     );
   }
-  /** `/VM/TEMPLATE/<name>` (a relative path such as `CONTEXT/TARGET` works too), `""` when missing. */
-  templateAttr(name: string): string {
-    return xpathText(this.element, `TEMPLATE/${name}`);
-  }
   /** `/VM/USER_TEMPLATE/<name>`, `""` when missing. */
   userTemplateAttr(name: string): string {
     return xpathText(this.element, `USER_TEMPLATE/${name}`);
@@ -320,12 +331,9 @@ export class VmView {
 }
 
 /** A datastore as `one.datastore.info` returns it (also the `DATASTORE` of DS_DRIVER_ACTION_DATA). */
-export class DatastoreView {
-  /** The `DATASTORE` element. */
-  readonly element: XmlElement;
-
+export class DatastoreView extends ObjectView {
   constructor(element: XmlElement) {
-    this.element = expectRoot(element, "DATASTORE");
+    super(element, "DATASTORE");
   }
 
   /** Parses `<DATASTORE>` XML text. */
@@ -333,14 +341,6 @@ export class DatastoreView {
     return new DatastoreView(parseXml(xml));
   }
 
-  /** `ID`. */
-  get id(): number {
-    return intOrNull(childText(this.element, "ID")) ?? -1;
-  }
-  /** `NAME`. */
-  get name(): string {
-    return childText(this.element, "NAME");
-  }
   /** Numeric `TYPE` (see {@linkcode DatastoreType}). */
   get type(): number | null {
     return intOrNull(childText(this.element, "TYPE"));
@@ -357,19 +357,11 @@ export class DatastoreView {
   get basePath(): string {
     return childText(this.element, "BASE_PATH");
   }
-  /** `STATE` (0 ready, 1 disabled). */
-  get state(): number | null {
-    return intOrNull(childText(this.element, "STATE"));
-  }
   /** Cluster ids from `CLUSTERS/ID`. */
   get clusterIds(): number[] {
     return (childElement(this.element, "CLUSTERS")?.children ?? [])
       .map((c) => intOrNull(c.text))
       .filter((n): n is number => n !== null);
-  }
-  /** `/DATASTORE/TEMPLATE/<name>`, `""` when missing. */
-  templateAttr(name: string): string {
-    return xpathText(this.element, `TEMPLATE/${name}`);
   }
   /** All single-valued template attributes. */
   templateAttrs(): Readonly<Record<string, string>> {
@@ -386,12 +378,9 @@ export class DatastoreView {
 }
 
 /** A host as `one.host.info` (or one entry of `one.hostpool.info`) returns it. */
-export class HostView {
-  /** The `HOST` element. */
-  readonly element: XmlElement;
-
+export class HostView extends ObjectView {
   constructor(element: XmlElement) {
-    this.element = expectRoot(element, "HOST");
+    super(element, "HOST");
   }
 
   /** Parses `<HOST>` XML text. */
@@ -399,18 +388,6 @@ export class HostView {
     return new HostView(parseXml(xml));
   }
 
-  /** `ID`. */
-  get id(): number {
-    return intOrNull(childText(this.element, "ID")) ?? -1;
-  }
-  /** `NAME`. */
-  get name(): string {
-    return childText(this.element, "NAME");
-  }
-  /** `STATE` (see {@linkcode HostState}). */
-  get state(): number | null {
-    return intOrNull(childText(this.element, "STATE"));
-  }
   /** `IM_MAD`. */
   get imMad(): string {
     return childText(this.element, "IM_MAD");
@@ -422,10 +399,6 @@ export class HostView {
   /** `CLUSTER_ID`. */
   get clusterId(): number | null {
     return intOrNull(childText(this.element, "CLUSTER_ID"));
-  }
-  /** `/HOST/TEMPLATE/<name>`, `""` when missing. */
-  templateAttr(name: string): string {
-    return xpathText(this.element, `TEMPLATE/${name}`);
   }
   /** `TEMPLATE/REPLICA_STORAGE_IP`: where the replica pushes disks for this host (empty: use the name). */
   get replicaStorageIp(): string {
