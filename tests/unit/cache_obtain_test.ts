@@ -3,28 +3,18 @@
  * that runs commands locally, the "front-end" another folder.
  */
 import assert from "node:assert/strict";
+import { fakeSshRunner } from "../support/fake_ssh.ts";
 import { encodeRecord, entryName, type Lease, leaseName, parseEntry } from "../../core/cache/entry.ts";
 import { statImage } from "../../core/cache/identity.ts";
 import { obtainEntry, type ObtainRequest } from "../../core/cache/obtain.ts";
 import { ReplicaFolder } from "../../core/cache/store.ts";
-import { HostRunner } from "../../core/remote/runner.ts";
-import { SshClient } from "../../core/remote/ssh.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
 
 async function scratch() {
   const root = await Deno.makeTempDir({ prefix: "onestor_cache_obtain_" });
-  const ssh = `${root}/ssh`;
-  await Deno.writeTextFile(
-    ssh,
-    `#!/bin/bash
-while [ $# -gt 0 ]; do if [ "$1" = -- ]; then shift; break; fi; shift; done
-shift
-exec bash -c "$1"
-`,
-  );
-  await Deno.chmod(ssh, 0o755);
+  const { runner } = await fakeSshRunner(root);
   const fe = `${root}/fe/datastores/1`;
   const replica = `${root}/replica/datastores/1`;
   await Deno.mkdir(fe, { recursive: true });
@@ -40,7 +30,6 @@ exec bash -c "$1"
   assert.ok(make.success);
   const previous = Deno.env.get("ONESTOR_STATE_DIR");
   Deno.env.set("ONESTOR_STATE_DIR", `${root}/state`);
-  const runner = new HostRunner(new SshClient({ program: ssh, controlPersist: 0 }), []);
   const folder = new ReplicaFolder(runner, "replica-test", replica, 30_000);
   await folder.ensure();
   const request = async (owner: string, extra: Partial<ObtainRequest> = {}): Promise<ObtainRequest> => ({

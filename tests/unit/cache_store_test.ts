@@ -4,6 +4,7 @@
  * same shell text and flock the replica runs.
  */
 import assert from "node:assert/strict";
+import { fakeSshRunner } from "../support/fake_ssh.ts";
 import { encodeRecord, entryName, leaseName, parseEntry, parseLease } from "../../core/cache/entry.ts";
 import { makeRoom } from "../../core/cache/eviction.ts";
 import {
@@ -15,8 +16,6 @@ import {
   updateEntry,
 } from "../../core/cache/lease.ts";
 import { cacheFolders, parseStatLines, ReplicaFolder } from "../../core/cache/store.ts";
-import { HostRunner } from "../../core/remote/runner.ts";
-import { SshClient } from "../../core/remote/ssh.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -24,18 +23,7 @@ const IMAGE = "0123456789abcdef0123456789abcdef";
 /** A scratch folder, a fake ssh that runs commands here, and a runner using it. */
 async function scratch() {
   const root = await Deno.makeTempDir({ prefix: "onestor_cache_store_" });
-  const ssh = `${root}/ssh`;
-  await Deno.writeTextFile(
-    ssh,
-    `#!/bin/bash
-while [ $# -gt 0 ]; do if [ "$1" = -- ]; then shift; break; fi; shift; done
-host=$1; shift
-if [ "$host" = down-host ]; then echo "ssh: connect to host down-host port 22: Connection refused" >&2; exit 255; fi
-exec bash -c "$1"
-`,
-  );
-  await Deno.chmod(ssh, 0o755);
-  const runner = new HostRunner(new SshClient({ program: ssh, controlPersist: 0 }), []);
+  const { runner } = await fakeSshRunner(root);
   const dir = `${root}/datastores/1`;
   await Deno.mkdir(dir, { recursive: true });
   return {

@@ -3,6 +3,7 @@
  * real on this machine (a fake `ssh` runs remote commands locally; "hosts" are folders).
  */
 import assert from "node:assert/strict";
+import { fakeSshRunner } from "../support/fake_ssh.ts";
 import { contentDigest, entryName } from "../../core/cache/entry.ts";
 import {
   cachedIdentity,
@@ -18,7 +19,6 @@ import {
   pendingInvalidations,
 } from "../../core/cache/invalidate.ts";
 import { HostRunner } from "../../core/remote/runner.ts";
-import { SshClient } from "../../core/remote/ssh.ts";
 import { fanoutCopy, parseManifest, perFileCommand } from "../../core/transfer/fanout.ts";
 import { RemoteError } from "../../core/errors.ts";
 
@@ -38,17 +38,7 @@ async function b2sum(path: string): Promise<string> {
 /** Scratch folders for a front-end, a relay and a hypervisor, a fake ssh and a state folder. */
 async function scratch() {
   const root = await Deno.makeTempDir({ prefix: "onestor_cache_xfer_" });
-  const ssh = `${root}/ssh`;
-  await Deno.writeTextFile(
-    ssh,
-    `#!/bin/bash
-while [ $# -gt 0 ]; do if [ "$1" = -- ]; then shift; break; fi; shift; done
-host=$1; shift
-if [ "$host" = down-host ]; then echo "ssh: connect to host down-host port 22: Connection refused" >&2; exit 255; fi
-exec bash -c "$1"
-`,
-  );
-  await Deno.chmod(ssh, 0o755);
+  const { runner } = await fakeSshRunner(root);
   const fe = `${root}/fe`;
   const relay = `${root}/relay`;
   const hv = `${root}/hv/100/7`;
@@ -73,7 +63,7 @@ exec bash -c "$1"
     fe,
     relay,
     hv,
-    runner: new HostRunner(new SshClient({ program: ssh, controlPersist: 0 }), []),
+    runner,
     async [Symbol.asyncDispose]() {
       if (previous === undefined) Deno.env.delete("ONESTOR_STATE_DIR");
       else Deno.env.set("ONESTOR_STATE_DIR", previous);
