@@ -6,17 +6,10 @@
  */
 
 import type { ActionContext } from "../context.ts";
-import { ARGV0_VARIABLE } from "../invocation.ts";
-import { migrationRequestFrom, postmigrate } from "../../core/live/migration.ts";
-import { tmServices } from "../../core/tm/services.ts";
+import { postmigrate } from "../../core/live/migration.ts";
+import { runMigrationStep } from "./migration_step.ts";
 
 /** Runs the action. */
-export async function run(context: ActionContext): Promise<void> {
-  const request = migrationRequestFrom(
-    context.args,
-    await context.stdin(),
-    Deno.env.get(ARGV0_VARIABLE),
-    Deno.cwd(),
-  );
-  await postmigrate(tmServices(context.driver), request);
+export function run(context: ActionContext): Promise<void> {
+  return runMigrationStep(context, postmigrate);
 }
