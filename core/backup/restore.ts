@@ -159,7 +159,7 @@ export async function restore(services: TmServices, argv: readonly string[], rem
         logInfo(`Restoring disk ${disk.id} from ${disk.url}`);
         await copyEntries(runner, {
           from: { host: null, dir: from.dir, entries: [from.entry] },
-          to: { host: vmDir.host, dir: vmDir.path },
+          to: { host: vmDir.host, dir: vmDir.path, confine: services.confine },
           sparse: true,
           dereference: true,
           checksum: services.checksum,
