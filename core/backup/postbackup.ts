@@ -14,7 +14,8 @@ import { abortBackupJobScript } from "../hypervisor/backup_job.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import type { TmServices } from "../tm/services.ts";
 import { backupDirs, parseBackupArgs } from "./config.ts";
-import { cleanupScript } from "./scripts.ts";
+import { backupConfinement, confined } from "../remote/confine.ts";
+import { cleanupScript, cleanupTargets } from "./scripts.ts";
 
 /** Runs postbackup (`live` false) or postbackup_live (`live` true). */
 export async function postbackup(
@@ -43,10 +44,15 @@ export async function postbackup(
       }
     }
     const dirs = backupDirs(args.vmDir.path, args.vmId, services.config.backupBasePath);
-    const result = await services.runner.run(host, cleanupScript(dirs), {
-      check: false,
-      timeoutMs: services.controlTimeoutMs,
-    });
+    const c = backupConfinement(services.config);
+    const result = await services.runner.run(
+      host,
+      confined(c, host, { remove: cleanupTargets(dirs) }, cleanupScript(dirs)),
+      {
+        check: false,
+        timeoutMs: services.controlTimeoutMs,
+      },
+    );
     if (result.code !== 0) logWarn(`Cannot remove ${dirs.backup} on ${host}: ${result.stderr.trim()}`);
   } catch (error) {
     logWarn(`postbackup: ${(error as Error).message}`);

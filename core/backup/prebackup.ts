@@ -24,6 +24,7 @@ import { logInfo, logWarn } from "../one/log.ts";
 import { VmView } from "../one/objects.ts";
 import { decodeBase64Text, encodeBase64Text } from "../one/driver_action.ts";
 import { InputError } from "../errors.ts";
+import { backupConfinement, confined } from "../remote/confine.ts";
 import type { TmServices } from "../tm/services.ts";
 import {
   type BackupArgs,
@@ -38,6 +39,7 @@ import {
 import {
   checkpointsScript,
   cleanupScript,
+  cleanupTargets,
   dropCheckpointsScript,
   offlineFullScript,
   offlineIncrementScript,
@@ -68,11 +70,17 @@ export async function prebackup(
   const host = args.vmDir.host;
   const disks = diskTargets(vm, args.diskIds).map((d) => ({ ...d, path: `${args.vmDir.path}/disk.${d.id}` }));
   const runner = services.runner;
-  await runner.run(host, prepareScript(dirs), {
-    stdin: encodeBase64Text(xml) + "\n",
-    what: `Error preparing ${dirs.backup}`,
-    timeoutMs: services.controlTimeoutMs,
-  });
+  const c = backupConfinement(services.config);
+  const folders = [dirs.backup, dirs.tmp];
+  await runner.run(
+    host,
+    confined(c, host, { write: [...folders, `${dirs.backup}/vm.xml`], remove: folders }, prepareScript(dirs)),
+    {
+      stdin: encodeBase64Text(xml) + "\n",
+      what: `Error preparing ${dirs.backup}`,
+      timeoutMs: services.controlTimeoutMs,
+    },
+  );
   const kind = plan.parentId < 0 ? "full" : `incremental (since ${plan.parentId})`;
   logInfo(`${live ? "Live" : "Offline"} ${kind} backup ${plan.backupId} of disks ${args.diskIds.join(", ")}`);
   try {
@@ -91,14 +99,21 @@ export async function prebackup(
       const script = plan.parentId < 0
         ? offlineFullScript(request)
         : offlineIncrementScript({ ...request, parentId: plan.parentId });
-      await runner.run(host, script, {
-        what: "Error preparing disk files",
-        timeoutMs: services.transferTimeoutMs,
-      });
+      await runner.run(
+        host,
+        confined(c, host, { write: [dirs.backup, ...disks.map((d) => d.path)] }, script),
+        {
+          what: "Error preparing disk files",
+          timeoutMs: services.transferTimeoutMs,
+        },
+      );
     }
   } catch (error) {
     // Nothing half-made stays in the backup folder for the datastore driver to pick up.
-    await runner.run(host, cleanupScript(dirs), { check: false, timeoutMs: services.controlTimeoutMs })
+    await runner.run(host, confined(c, host, { remove: cleanupTargets(dirs) }, cleanupScript(dirs)), {
+      check: false,
+      timeoutMs: services.controlTimeoutMs,
+    })
       .catch(() => {});
     throw error;
   }
@@ -130,18 +145,24 @@ async function liveBackup(
       { what: "Error preparing the checkpoints of the backup", timeoutMs: services.controlTimeoutMs },
     );
   }
+  const files = disks.map((d) => `${dirs.backup}/disk.${d.id}.${plan.backupId}`);
   await services.runner.run(
     args.vmDir.host,
-    pushBackupScript({
-      uri,
-      domain,
-      disks: disks.map((d) => ({ target: d.target, file: `${dirs.backup}/disk.${d.id}.${plan.backupId}` })),
-      incrementalFrom: plan.parentId >= 0 ? checkpointName(args.vmId, plan.parentId) : undefined,
-      checkpoint: plan.tracksChanges ? checkpointName(args.vmId, plan.backupId) : undefined,
-      pause: plan.pause,
-      freezeTimeoutSeconds: services.config.virshTimeout,
-      timeoutSeconds: Math.ceil(services.transferTimeoutMs / 1000),
-    }),
+    confined(
+      backupConfinement(services.config),
+      args.vmDir.host,
+      { write: files },
+      pushBackupScript({
+        uri,
+        domain,
+        disks: disks.map((d) => ({ target: d.target, file: `${dirs.backup}/disk.${d.id}.${plan.backupId}` })),
+        incrementalFrom: plan.parentId >= 0 ? checkpointName(args.vmId, plan.parentId) : undefined,
+        checkpoint: plan.tracksChanges ? checkpointName(args.vmId, plan.backupId) : undefined,
+        pause: plan.pause,
+        freezeTimeoutSeconds: services.config.virshTimeout,
+        timeoutSeconds: Math.ceil(services.transferTimeoutMs / 1000),
+      }),
+    ),
     { what: "Error preparing disk files", timeoutMs: services.transferTimeoutMs },
   );
   if (plan.tracksChanges && plan.parentId > 0) {

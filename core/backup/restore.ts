@@ -26,6 +26,7 @@ import { basenameOf, dirnameOf } from "../one/location.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { DatastoreView, intOrNull, VmView } from "../one/objects.ts";
 import { parseXml } from "../one/xml.ts";
+import { confined } from "../remote/confine.ts";
 import { lastLines, runCommand } from "../remote/process.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
@@ -168,11 +169,30 @@ export async function restore(services: TmServices, argv: readonly string[], rem
         });
       }
     } finally {
-      await runner.run(null, sh`rm -rf -- ${staging}`, { check: false }).catch(() => {});
+      await runner.run(
+        null,
+        confined(services.confine, null, { remove: [staging] }, sh`rm -rf -- ${staging}`),
+        {
+          check: false,
+        },
+      ).catch(() => {});
     }
+    const replaced = disks.map((d) => `${vmDir.path}/disk.${d.id}`);
     await runner.run(
       vmDir.host,
-      replaceScript(vmDir.path, disks.map((d, i) => ({ id: d.id, format: formats[i] }))),
+      confined(
+        services.confine,
+        vmDir.host,
+        {
+          write: [
+            ...replaced,
+            ...replaced.map((p) => `${p}.backup`),
+            ...replaced.map((p) => `${p}.backup.conv`),
+          ],
+          remove: replaced.map((p) => `${p}.snap`),
+        },
+        replaceScript(vmDir.path, disks.map((d, i) => ({ id: d.id, format: formats[i] }))),
+      ),
       { what: "cannot replace the disks by their backup", timeoutMs: services.transferTimeoutMs },
     );
     logInfo(`Restored disks ${disks.map((d) => d.id).join(", ")} of VM ${args.vmId} on ${vmDir.host}`);
@@ -226,7 +246,15 @@ async function listBackup(
 
 async function download(services: TmServices, remotes: string, url: string, dir: string, name: string) {
   const downloader = `${remotes}/datastore/downloader.sh`;
-  await services.runner.run(null, sh`mkdir -p -- ${dir}`, { what: `Error creating ${dir}` });
+  // The downloader writes ${dir}/${name}: judged here, on this front-end, before it runs.
+  const target = `${dir}/${name}`;
+  await services.runner.run(
+    null,
+    confined(services.confine, null, { write: [dir, target] }, sh`mkdir -p -- ${dir}`),
+    {
+      what: `Error creating ${dir}`,
+    },
+  );
   const result = await runCommand([downloader, "--nodecomp", url, `${dir}/${name}`], {
     timeoutMs: services.transferTimeoutMs,
   }).catch((error) => {

@@ -39,6 +39,11 @@ mkdir -p -- ${dirs.backup} ${dirs.tmp} || exit 1
 cat >${`${dirs.backup}/vm.xml`} || exit 1`;
 }
 
+/** What {@linkcode cleanupScript} removes. */
+export function cleanupTargets(dirs: BackupDirs): string[] {
+  return [dirs.backup, dirs.tmp, ...(dirs.base ? [dirs.base] : [])];
+}
+
 /** Removes the backup folders (postbackup). Never fails for what is already gone. */
 export function cleanupScript(dirs: BackupDirs): ShellScript {
   const extra = dirs.base ? [dirs.base] : [];

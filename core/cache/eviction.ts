@@ -256,7 +256,7 @@ export async function replicaFolders(folder: ReplicaFolder): Promise<FolderState
     [...dirs].map((d) =>
       d === folder.dir
         ? folder.folder()
-        : new ReplicaFolder(folder.runner, folder.replica, d, folder.timeoutMs).folder()
+        : new ReplicaFolder(folder.runner, folder.replica, d, folder.timeoutMs, folder.confine).folder()
     ),
   );
 }
@@ -271,7 +271,7 @@ export async function evictCandidates(
   for (const candidate of candidates) {
     const target = candidate.dir === folder.dir
       ? folder
-      : new ReplicaFolder(folder.runner, folder.replica, candidate.dir, folder.timeoutMs);
+      : new ReplicaFolder(folder.runner, folder.replica, candidate.dir, folder.timeoutMs, folder.confine);
     const result = await target.transact({
       expect: candidate.expect,
       ops: removalOps(candidate, target.now(), why),

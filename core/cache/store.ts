@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type Confinement, replicaConfinement } from "../remote/confine.ts";
+import { confine, type Confinement, type ConfineTargets, replicaConfinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { getConfig } from "../runtime.ts";
 import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
@@ -95,6 +95,15 @@ export type TransactResult = "committed" | "conflict" | "busy";
 export interface StoreOptions {
   /** Timeout of the remote command in milliseconds (0: none). */
   timeoutMs?: number;
+  /** Where the scripts that change the folder may write (checked on the replica); none: unchecked. */
+  confine?: Confinement;
+}
+
+/** The confinement prologue of a change in `dir` on `replica`, or nothing without a confinement. */
+function guard(options: StoreOptions, replica: string, dir: string, targets: ConfineTargets): ShellScript {
+  if (!options.confine) return sh`:`;
+  const at = (names: readonly string[] | undefined) => (names ?? []).map((n) => `${dir}/${n}`);
+  return confine(options.confine, replica, { write: at(targets.write), remove: at(targets.remove) });
 }
 
 function checkName(name: string): string {
@@ -160,7 +169,8 @@ export async function ensureCacheDir(
 ): Promise<void> {
   await runner.run(
     replica,
-    sh`mkdir -p -- ${dir} && cd -- ${dir} || exit 73
+    sh`${guard(options, replica, dir, { write: [".monitor"] })}
+mkdir -p -- ${dir} && cd -- ${dir} || exit 73
 if [ "$(cat .monitor 2>/dev/null)" != replica ]; then
   printf 'replica\\n' >.monitor.tmp.$$ && mv -f .monitor.tmp.$$ .monitor || exit 73
 fi`,
@@ -295,9 +305,18 @@ export async function transact(
   });
   // The log line is written first so that a later failing operation is still traced.
   const ordered = [...change.ops.filter((o) => o.op === "log"), ...change.ops.filter((o) => o.op !== "log")];
+  const written = [LOCK_NAME];
+  const removed: string[] = [];
+  for (const op of change.ops) {
+    if (op.op === "write") written.push(op.name, `${op.name}.tmp.x`);
+    else if (op.op === "remove") removed.push(op.name);
+    else if (op.op === "move") removed.push(op.from), written.push(op.to);
+    else written.push(LOG_NAME);
+  }
   const out = await runner.output(
     replica,
-    sh`cd -- ${dir} || exit 73
+    sh`${guard(options, replica, dir, { write: written, remove: removed })}
+cd -- ${dir} || exit 73
 exec 9>>${LOCK_NAME} || exit 73
 flock -w ${change.lockWaitSeconds ?? 30} 9 || { echo ONESTOR_BUSY; exit 0; }
 ${joinScripts(checks)}
@@ -351,7 +370,10 @@ export class ReplicaFolder {
 
   /** Creates the folder and its `.monitor` marker. */
   ensure(): Promise<void> {
-    return ensureCacheDir(this.runner, this.replica, this.dir, { timeoutMs: this.timeoutMs });
+    return ensureCacheDir(this.runner, this.replica, this.dir, {
+      timeoutMs: this.timeoutMs,
+      confine: this.confine,
+    });
   }
 
   /** Reads the records and files of one image. */
@@ -372,6 +394,9 @@ export class ReplicaFolder {
 
   /** A conditional change (see {@linkcode transact}). */
   transact(change: Parameters<typeof transact>[3]): Promise<TransactResult> {
-    return transact(this.runner, this.replica, this.dir, change, { timeoutMs: this.timeoutMs });
+    return transact(this.runner, this.replica, this.dir, change, {
+      timeoutMs: this.timeoutMs,
+      confine: this.confine,
+    });
   }
 }

@@ -12,6 +12,7 @@
 
 import { logInfo } from "../one/log.ts";
 import { convertScript } from "../image/qemu_img.ts";
+import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
 import { copyEntries } from "../transfer/copy.ts";
@@ -68,17 +69,23 @@ export async function cloneImage(env: DsEnv): Promise<CloneResult> {
       : sh`cp -f --sparse=${sparse ? "always" : "never"} -- ${from} ${tmp}`;
     await runner.run(
       host,
-      sh`set -e
+      confined(
+        dsConfinement(a),
+        host,
+        { write: [tmp, dst], remove: [part] },
+        sh`set -e
 mkdir -p -- ${basePath}
 [ -f ${from} ] || { echo ${`Source image ${src} does not exist`} >&2; exit 1; }
 rm -f -- ${tmp}
 ${copy}
 rm -f -- ${part}
 mv -f -- ${tmp} ${dst}`,
+      ),
       { timeoutMs, what: `Error copying ${src} to ${dst}` },
     );
   } catch (error) {
-    await runner.run(host, sh`rm -f -- ${part} ${tmp}`, { check: false }).catch(() => {});
+    const cleanup = confined(dsConfinement(a), host, { remove: [part, tmp] }, sh`rm -f -- ${part} ${tmp}`);
+    await runner.run(host, cleanup, { check: false }).catch(() => {});
     throw error;
   }
   return { source: dst, driver };

@@ -16,9 +16,10 @@ import { InputError, OneStorError } from "../errors.ts";
 import { convertScript, type ImageInfo, imageInfo, referencedFiles } from "../image/qemu_img.ts";
 import { logInfo } from "../one/log.ts";
 import { DatastoreType, ImageType } from "../one/objects.ts";
+import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
-import { type DsEnv, workHost } from "./env.ts";
+import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkHashValue, openImageStream, parseRate } from "./image_stream.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
 import { Progress } from "./progress.ts";
@@ -142,6 +143,8 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
   const tmp = `${plan.basePath}/.${hash}.onestor-tmp`;
   const runner = env.runner;
   const timeoutMs = transferTimeoutMs();
+  // BASE_PATH, and STAGING_DIR where a bridge host stages the image.
+  const c = dsConfinement(env.action, { staging: host !== null });
 
   logInfo(
     sourceKind(plan.path) === "http"
@@ -151,9 +154,10 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
   const room = await roomFor(env, host, plan.basePath);
   const progress = new Progress(`Copying ${plan.path}`, source.size);
   const cleanup = async () => {
-    await runner.run(host, sh`rm -f -- ${staging} ${tmp}`, { check: false, what: "Cleaning up" }).catch(
-      () => {},
-    );
+    await runner.run(host, confined(c, host, { remove: [staging, tmp] }, sh`rm -f -- ${staging} ${tmp}`), {
+      check: false,
+      what: "Cleaning up",
+    }).catch(() => {});
   };
   try {
     const image = await openImageStream(source, {
@@ -174,6 +178,7 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
       checksum: checksumProgram(),
       timeoutMs,
       what: `Writing ${plan.path} to ${host ?? "front-end"}:${staging}`,
+      confine: c,
     });
     const summary = await image.done;
     progress.finish();
@@ -186,13 +191,14 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
         `Image ${plan.path} refers to other files (${others.join(", ")}): register a standalone image`,
       );
     }
-    await runner.run(host, finishScript(plan, info, { staging, tmp, dst }, env.config.qcow2Options), {
+    const finish = finishScript(plan, info, { staging, tmp, dst }, env.config.qcow2Options);
+    await runner.run(host, confined(c, host, { write: [tmp, dst], remove: [staging] }, finish), {
       timeoutMs,
       what: `Error copying ${plan.path} to ${dst}`,
     });
     const [final] = await imageInfo(runner, host, dst);
     if (!final.format) {
-      await runner.run(host, sh`rm -f -- ${dst}`, { check: false });
+      await runner.run(host, confined(c, host, { remove: [dst] }, sh`rm -f -- ${dst}`), { check: false });
       throw new OneStorError(`Unknown image format src=${plan.path}`);
     }
     return { source: dst, format: final.format === "luks" ? "raw" : final.format };

@@ -9,7 +9,8 @@ import { InputError } from "../errors.ts";
 import { checkFs, datablockScript } from "../image/datablock.ts";
 import { logInfo } from "../one/log.ts";
 import { transferTimeoutMs } from "../runtime.ts";
-import { type DsEnv, workHost } from "./env.ts";
+import { confined } from "../remote/confine.ts";
+import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkBasePath, newImagePath } from "./paths.ts";
 
 /** Runs `mkfs`: returns the new SOURCE. */
@@ -41,7 +42,7 @@ export async function makeDatablockImage(env: DsEnv): Promise<string> {
   );
   // mkfs.xfs of a large file and a non-sparse allocation take longer than a control command.
   const timeoutMs = transferTimeoutMs();
-  await env.runner.run(host, script, {
+  await env.runner.run(host, confined(dsConfinement(a), host, { write: [dst] }, script), {
     timeoutMs,
     what: `Unable to create image with format ${format || "raw"} in ${host ? `${host}:` : ""}${dst}`,
   });

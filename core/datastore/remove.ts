@@ -9,9 +9,10 @@
 
 import { invalidateImage } from "../cache/invalidate.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { controlTimeoutMs } from "../runtime.ts";
-import { type DsEnv, workHost } from "./env.ts";
+import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkImageSource, tempNameFor } from "./paths.ts";
 
 /** Every file that belongs to image `source` in its datastore directory. */
@@ -37,7 +38,8 @@ export async function removeImage(env: DsEnv): Promise<void> {
   const source = checkImageSource(a.imageSource, a.dsBasePath);
   const host = await workHost(a.bridgeList, env.id);
   logInfo(`Removing ${source} from the image repository${host ? ` on ${host}` : ""}`);
-  await env.runner.run(host, removeScript(source), {
+  const script = confined(dsConfinement(a), host, { remove: imageFiles(source) }, removeScript(source));
+  await env.runner.run(host, script, {
     timeoutMs: controlTimeoutMs() * 10,
     what: `Error deleting ${source}`,
   });

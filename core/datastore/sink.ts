@@ -9,6 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { ToolError } from "../errors.ts";
+import { confine, type Confinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
 import { isZero } from "./image_stream.ts";
@@ -25,6 +26,8 @@ export interface WriteOptions {
   timeoutMs?: number;
   /** For error messages. */
   what?: string;
+  /** Where the file may be written; checked on the host that writes (here: before the first byte). */
+  confine: Confinement;
 }
 
 const HASH_OF: Record<string, string> = {
@@ -94,7 +97,12 @@ export async function writeStream(
   options: WriteOptions,
 ): Promise<void> {
   const remote = !runner.isLocal(host);
-  if (!remote) return await writeLocalFile(path, stream, options.sparse !== false);
+  const check = confine(options.confine, host, { write: [path] });
+  if (!remote) {
+    // This process writes the file itself: the same check, on this machine, right before.
+    await runner.run(null, check, { what: `Checking ${path}` });
+    return await writeLocalFile(path, stream, options.sparse !== false);
+  }
   const program = remote ? options.checksum ?? "none" : "none";
   const algorithm = HASH_OF[program];
   if (program !== "none" && !algorithm) throw new TypeError(`Unknown checksum program ${program}`);
@@ -115,6 +123,7 @@ export async function writeStream(
   const out = await runner.run(
     host,
     sh`set -e
+${check}
 mkdir -p -- ${dir}
 rm -f -- ${path}
 dd of=${path} bs=${options.blockSize} iflag=fullblock ${conv} status=none

@@ -19,9 +19,10 @@ import { invalidateImage } from "../cache/invalidate.ts";
 import { InputError } from "../errors.ts";
 import { convertScript, createScript } from "../image/qemu_img.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { transferTimeoutMs } from "../runtime.ts";
-import { type DsEnv, workHost } from "./env.ts";
+import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkImageSource, tempNameFor } from "./paths.ts";
 
 /** The image and snapshot an action works on. */
@@ -54,12 +55,22 @@ function missing(t: SnapshotTarget): ShellScript {
   return sh`[ -f ${t.snapPath} ] || { echo ${`Snapshot ${t.id} of ${t.source} does not exist`} >&2; exit 1; }`;
 }
 
-async function runOn(env: DsEnv, script: ShellScript, what: string): Promise<void> {
+/** Runs a script that changes the image, its side files and its snapshots, confined to BASE_PATH. */
+async function runOn(env: DsEnv, t: SnapshotTarget, script: ShellScript, what: string): Promise<void> {
   const host = await workHost(env.action.bridgeList, env.id);
+  const targets = {
+    write: [t.source, t.snapDir, tempNameFor(t.source)],
+    remove: [t.snapPath, t.snapDir, `${t.source}.md5sum`],
+  };
   await env.runner.run(
     host,
-    sh`set -e
+    confined(
+      dsConfinement(env.action),
+      host,
+      targets,
+      sh`set -e
 ${script}`,
+    ),
     { timeoutMs: transferTimeoutMs(), what },
   );
 }
@@ -70,6 +81,7 @@ export async function deleteSnapshot(env: DsEnv): Promise<void> {
   logInfo(`Deleting snapshot ${t.snapPath}`);
   await runOn(
     env,
+    t,
     sh`rm -f -- ${t.snapPath} ${`${t.source}.md5sum`}`,
     `Error deleting snapshot ${t.snapPath}`,
   );
@@ -103,6 +115,7 @@ mv -f -- ${tmp} ${t.source}`;
   logInfo(`Reverting ${t.source} to snapshot ${t.id}`);
   await runOn(
     env,
+    t,
     sh`${script}
 rm -f -- ${`${t.source}.md5sum`}`,
     `Error reverting ${t.source} to snapshot ${t.id}`,
@@ -132,6 +145,7 @@ mv -f -- ${tmp} ${t.source}`
   // A retry after a completed flatten finds neither the snapshot nor the folder: nothing to do.
   await runOn(
     env,
+    t,
     sh`if [ ! -e ${t.snapPath} ] && [ ! -e ${t.snapDir} ]; then
   echo ${`No snapshots left for ${t.source}: already flattened`} >&2
 else

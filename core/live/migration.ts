@@ -30,6 +30,7 @@ import { parseBase64Xml } from "../one/driver_action.ts";
 import { dirnameOf } from "../one/location.ts";
 import { logInfo } from "../one/log.ts";
 import { intOrNull, VmView } from "../one/objects.ts";
+import { confined } from "../remote/confine.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { markerScript } from "../tm/monitor_marker.ts";
@@ -181,7 +182,15 @@ export async function premigrate(services: TmServices, request: MigrationRequest
   }
   await services.runner.run(
     request.dstHost,
-    joinScripts([markerScript(dirnameOf(dir), services.driver), sh`rm -rf -- ${dir} && mkdir -p -- ${dir}`]),
+    confined(
+      services.confine,
+      request.dstHost,
+      { write: [`${dirnameOf(dir)}/.monitor`, dir], remove: [dir] },
+      joinScripts([
+        markerScript(dirnameOf(dir), services.driver),
+        sh`rm -rf -- ${dir} && mkdir -p -- ${dir}`,
+      ]),
+    ),
     { what: `Error preparing ${dir}`, timeoutMs: services.controlTimeoutMs },
   );
   const entries = entriesForTm(src, vm);
@@ -230,7 +239,8 @@ export async function postmigrate(services: TmServices, request: MigrationReques
     logInfo(`${request.srcHost}:${srcDir} is already gone`);
   } else {
     await verifyDestination(services, request, vm, domain, src, sameHost);
-    await services.runner.run(request.srcHost, sh`rm -rf -- ${srcDir}`, {
+    const remove = confined(services.confine, request.srcHost, { remove: [srcDir] }, sh`rm -rf -- ${srcDir}`);
+    await services.runner.run(request.srcHost, remove, {
       what: `Error removing ${srcDir} after the migration to ${request.dstHost}`,
       timeoutMs: services.controlTimeoutMs,
     });
@@ -304,10 +314,14 @@ export async function failmigrate(services: TmServices, request: MigrationReques
       }, so the destination may hold the only copy: ${keep}`,
     );
   }
-  await services.runner.run(request.dstHost, sh`rm -rf -- ${dir}`, {
-    what: `Error removing ${dir}`,
-    timeoutMs: services.controlTimeoutMs,
-  });
+  await services.runner.run(
+    request.dstHost,
+    confined(services.confine, request.dstHost, { remove: [dir] }, sh`rm -rf -- ${dir}`),
+    {
+      what: `Error removing ${dir}`,
+      timeoutMs: services.controlTimeoutMs,
+    },
+  );
   logInfo(`Removed ${request.dstHost}:${dir}; ${request.srcHost}:${dir} is untouched`);
   if (othersFailed) throw othersFailed;
 }

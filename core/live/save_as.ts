@@ -30,6 +30,7 @@ import { pausedCopyScript } from "../hypervisor/pause.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { LcmState, type VmView } from "../one/objects.ts";
+import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
 import { diskFacts } from "../tm/disk_facts.ts";
@@ -101,7 +102,12 @@ export async function saveAs(services: TmServices, request: SaveAsRequest): Prom
   // Exports of earlier tries of this disk (oned runs one save-as per VM at a time).
   await runner.run(
     file.host,
-    sh`for f in ${file.vmDir}/${EXPORT_PREFIX}${file.name}-*; do if [ -e "$f" ]; then rm -f -- "$f"; fi; done`,
+    confined(
+      services.confine,
+      file.host,
+      { remove: [`${file.vmDir}/${EXPORT_PREFIX}${file.name}-*`] },
+      sh`for f in ${file.vmDir}/${EXPORT_PREFIX}${file.name}-*; do if [ -e "$f" ]; then rm -f -- "$f"; fi; done`,
+    ),
     { what: `Error cleaning ${file.vmDir}`, timeoutMs: services.controlTimeoutMs },
   );
   try {
@@ -123,7 +129,12 @@ export async function saveAs(services: TmServices, request: SaveAsRequest): Prom
         logInfo(`Flattening ${srcPath} (it has a backing chain) into a standalone ${format} image`);
         await runner.run(
           file.host,
-          sh`qemu-img convert -q -U -O ${format} -- ${srcPath} ${exportPath}`,
+          confined(
+            services.confine,
+            file.host,
+            { write: [exportPath] },
+            sh`qemu-img convert -q -U -O ${format} -- ${srcPath} ${exportPath}`,
+          ),
           { what: `cpds: Can not convert qcow2 chain ${srcPath}`, timeoutMs: services.transferTimeoutMs },
         );
         from = { dir: file.vmDir, entry: { name: exportName }, dereference: false };
@@ -147,10 +158,14 @@ export async function saveAs(services: TmServices, request: SaveAsRequest): Prom
     });
     logInfo(`Copied ${(result.streamBytes / 1048576).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s`);
   } finally {
-    await runner.run(file.host, sh`rm -f -- ${exportPath}`, {
-      check: false,
-      timeoutMs: services.controlTimeoutMs,
-    })
+    await runner.run(
+      file.host,
+      confined(services.confine, file.host, { remove: [exportPath] }, sh`rm -f -- ${exportPath}`),
+      {
+        check: false,
+        timeoutMs: services.controlTimeoutMs,
+      },
+    )
       .catch(() => {});
   }
 }
@@ -174,14 +189,19 @@ async function exportRunning(
   try {
     await services.runner.run(
       file.host,
-      blockCopyScript({
-        uri,
-        domain,
-        disk: file.path,
-        dest: exportPath,
-        format: fmt === "raw" || fmt === "qcow2" ? fmt : undefined,
-        timeoutSeconds: Math.ceil(timeoutMs / 1000),
-      }),
+      confined(
+        services.confine,
+        file.host,
+        { write: [exportPath] },
+        blockCopyScript({
+          uri,
+          domain,
+          disk: file.path,
+          dest: exportPath,
+          format: fmt === "raw" || fmt === "qcow2" ? fmt : undefined,
+          timeoutSeconds: Math.ceil(timeoutMs / 1000),
+        }),
+      ),
       { what: `blockcopy of ${file.path}`, timeoutMs },
     );
     return "blockcopy";
@@ -201,14 +221,19 @@ async function exportRunning(
     try {
       await services.runner.run(
         file.host,
-        pausedCopyScript({
-          uri,
-          domain,
-          src: file.path,
-          dest: exportPath,
-          mode,
-          freezeTimeoutSeconds: services.config.virshTimeout,
-        }),
+        confined(
+          services.confine,
+          file.host,
+          { write: [exportPath] },
+          pausedCopyScript({
+            uri,
+            domain,
+            src: file.path,
+            dest: exportPath,
+            mode,
+            freezeTimeoutSeconds: services.config.virshTimeout,
+          }),
+        ),
         { what: `Copy of ${file.path} (${mode === "agent" ? "frozen" : "suspended"})`, timeoutMs },
       );
       return mode === "agent" ? "agent-freeze" : "suspend";

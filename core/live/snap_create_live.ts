@@ -14,6 +14,7 @@
 import { checkSnapshotId } from "../image/disk_scripts.ts";
 import { blockCopyScript } from "../hypervisor/blockcopy.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { diskFacts } from "../tm/disk_facts.ts";
 import { parseVmFile, snapDirOf } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
@@ -53,17 +54,22 @@ export async function snapCreateLive(
   logInfo(`Creating snapshot ${dest} of running domain ${domain} on ${file.host}`);
   await services.runner.run(
     file.host,
-    blockCopyScript({
-      uri: services.config.libvirtUri,
-      domain,
-      disk: file.path,
-      dest,
-      // A recovery-layout disk is a qcow2 overlay of a raw image: the snapshot keeps the disk's format.
-      format: facts.format === "raw" || facts.format === "qcow2" ? facts.format : undefined,
-      tries: retry.tries,
-      delaySeconds: retry.delaySeconds,
-      timeoutSeconds: Math.ceil(services.transferTimeoutMs / 1000),
-    }),
+    confined(
+      services.confine,
+      file.host,
+      { write: [snapDirOf(file.path), dest] },
+      blockCopyScript({
+        uri: services.config.libvirtUri,
+        domain,
+        disk: file.path,
+        dest,
+        // A recovery-layout disk is a qcow2 overlay of a raw image: the snapshot keeps the disk's format.
+        format: facts.format === "raw" || facts.format === "qcow2" ? facts.format : undefined,
+        tries: retry.tries,
+        delaySeconds: retry.delaySeconds,
+        timeoutSeconds: Math.ceil(services.transferTimeoutMs / 1000),
+      }),
+    ),
     { what: `Error creating snapshot ${dest}`, timeoutMs: services.transferTimeoutMs },
   );
 }

@@ -37,8 +37,7 @@
  * @example
  * ```ts
  * const c = tmConfinement(config);
- * await runner.run(host, sh`${confine(c, host, { remove: [disk] })}
- * rm -rf -- ${disk}`);
+ * await runner.run(host, confined(c, host, { remove: [disk] }, sh`rm -rf -- ${disk}`));
  * ```
  *
  * @module
@@ -198,6 +197,17 @@ export function confine(c: Confinement, host: string | null, targets: ConfineTar
   }
   return sh`${confineFunction(c, label)}
 ${raw(calls.map((s) => s.text).join("\n"))}`;
+}
+
+/** `script` preceded by the confinement prologue of its targets (see {@linkcode confine}). */
+export function confined(
+  c: Confinement,
+  host: string | null,
+  targets: ConfineTargets,
+  script: ShellScript,
+): ShellScript {
+  return sh`${confine(c, host, targets)}
+${script}`;
 }
 
 /**

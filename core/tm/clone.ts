@@ -25,6 +25,7 @@ import { amendScript, growScript } from "../image/disk_scripts.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
 import type { VmView } from "../one/objects.ts";
+import { confined } from "../remote/confine.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { diskFacts } from "./disk_facts.ts";
@@ -73,11 +74,16 @@ export function parseCloneSource(arg: string): CloneSource {
 export async function prepareDiskDestination(services: TmServices, dst: VmFile): Promise<void> {
   await services.runner.run(
     dst.host,
-    joinScripts([
-      markerScript(dst.dsDir, services.driver),
-      sh`mkdir -p -- ${dst.vmDir} || exit 1
+    confined(
+      services.confine,
+      dst.host,
+      { write: [`${dst.dsDir}/.monitor`, dst.vmDir], remove: [`${dst.path}.snap`] },
+      joinScripts([
+        markerScript(dst.dsDir, services.driver),
+        sh`mkdir -p -- ${dst.vmDir} || exit 1
 rm -rf -- ${`${dst.path}.snap`}`,
-    ]),
+      ]),
+    ),
     { what: `Creating directory ${dst.vmDir}`, timeoutMs: services.controlTimeoutMs },
   );
 }
@@ -163,10 +169,15 @@ export async function finishDisk(
     scripts.push(amendScript(dst.path, facts.format, services.config.qcow2Options));
   }
   if (scripts.length === 0) return;
-  const out = await services.runner.output(dst.host, joinScripts(scripts.map((s) => sh`(${s}) || exit 1`)), {
-    what: `Resizing image ${label(dst)}`,
-    timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
-  });
+  const script = joinScripts(scripts.map((s) => sh`(${s}) || exit 1`));
+  const out = await services.runner.output(
+    dst.host,
+    confined(services.confine, dst.host, { write: [dst.path] }, script),
+    {
+      what: `Resizing image ${label(dst)}`,
+      timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
+    },
+  );
   if (facts.growToMb !== null) logInfo(`Grew ${label(dst)} to ${facts.growToMb} MiB`);
   const amend = out.match(/ONESTOR_AMEND_FAILED: (.*)/);
   if (amend) logWarn(`QCOW2_OPTIONS could not be applied to ${label(dst)}: ${amend[1].trim()}`);

@@ -16,6 +16,7 @@ import { InputError, OneStorError, ToolError } from "../errors.ts";
 import { logInfo } from "../one/log.ts";
 import { basenameOf } from "../one/location.ts";
 import { runCommand } from "../remote/process.ts";
+import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { markerScript } from "./monitor_marker.ts";
@@ -161,8 +162,13 @@ export async function contextDisk(services: TmServices, args: readonly string[])
     await buildContextIso(request.files, work, services.transferTimeoutMs);
     await services.runner.run(
       dst.host,
-      sh`${markerScript(dst.dsDir, services.driver)}
+      confined(
+        services.confine,
+        dst.host,
+        { write: [`${dst.dsDir}/.monitor`, dst.vmDir] },
+        sh`${markerScript(dst.dsDir, services.driver)}
 mkdir -p -- ${dst.vmDir}`,
+      ),
       { what: `Creating directory ${dst.vmDir}`, timeoutMs: services.controlTimeoutMs },
     );
     await copyEntries(services.runner, {

@@ -18,6 +18,7 @@ import { InputError, OneStorError } from "../errors.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { isDisk, parseLocation } from "../one/location.ts";
 import { HistoryAction } from "../one/objects.ts";
+import { confined, replicaConfinement } from "../remote/confine.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { checkVmPath, parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
@@ -82,7 +83,13 @@ async function cleanReplica(services: TmServices, request: DeleteRequest, path: 
   }
   const entries = recoveryEntries(services.config.replicaRecoverySnapsDir, request.vmId, path);
   try {
-    await services.runner.run(replica, removePathsScript(entries), {
+    const script = confined(
+      replicaConfinement(services.config),
+      replica,
+      { remove: entries },
+      removePathsScript(entries),
+    );
+    await services.runner.run(replica, script, {
       what: `Deleting ${entries[0]}`,
       timeoutMs: services.controlTimeoutMs,
     });
@@ -104,7 +111,8 @@ export async function deletePath(services: TmServices, request: DeleteRequest): 
   const paths = isDisk(path) ? [path, `${path}.snap`] : [path];
   await cleanReplica(services, request, path);
   logInfo(`Deleting ${path}`);
-  await services.runner.run(location.host, removePathsScript(paths), {
+  const script = confined(services.confine, location.host, { remove: paths }, removePathsScript(paths));
+  await services.runner.run(location.host, script, {
     what: `Deleting ${path}`,
     timeoutMs: services.controlTimeoutMs,
   });

@@ -23,6 +23,7 @@ import { InputError, OneStorError } from "../errors.ts";
 import { preallocateScript } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
 import { LcmState, type VmView } from "../one/objects.ts";
+import { confined } from "../remote/confine.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { markerScript } from "./monitor_marker.ts";
@@ -115,10 +116,15 @@ export async function moveVmDir(services: TmServices, request: MoveRequest): Pro
   const dstView = parseProbe(
     await runner.output(
       dst.host,
-      joinScripts([
-        markerScript(dst.dsDir, services.driver),
-        probeScript(dst.dsDir, dst.path, probeName, true),
-      ]),
+      confined(
+        services.confine,
+        dst.host,
+        { write: [`${dst.dsDir}/.monitor`, `${dst.dsDir}/${probeName}`] },
+        joinScripts([
+          markerScript(dst.dsDir, services.driver),
+          probeScript(dst.dsDir, dst.path, probeName, true),
+        ]),
+      ),
       { what: `Creating directory ${dst.dsDir}`, timeoutMs },
     ),
   );
@@ -155,18 +161,34 @@ export async function moveVmDir(services: TmServices, request: MoveRequest): Pro
     logInfo(`Copied ${(result.streamBytes / 1048576).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s`);
     const dense = denseDiskPaths(vm, dst.path);
     if (dense.length > 0) {
-      await runner.run(dst.host, preallocateScript(dense), {
-        what: `Allocating disks in ${dst.path}`,
-        timeoutMs: services.transferTimeoutMs,
-      });
+      await runner.run(
+        dst.host,
+        confined(services.confine, dst.host, { write: dense }, preallocateScript(dense)),
+        {
+          what: `Allocating disks in ${dst.path}`,
+          timeoutMs: services.transferTimeoutMs,
+        },
+      );
     }
     // The copy is verified and in place: only now does the source go.
-    await runner.run(src.host, sh`rm -rf -- ${src.path}`, {
-      what: `Removing ${src.path} after moving it to ${dst.host}`,
-      timeoutMs,
-    });
+    await runner.run(
+      src.host,
+      confined(services.confine, src.host, { remove: [src.path] }, sh`rm -rf -- ${src.path}`),
+      {
+        what: `Removing ${src.path} after moving it to ${dst.host}`,
+        timeoutMs,
+      },
+    );
   } finally {
-    await runner.run(dst.host, sh`rm -f -- ${`${dst.dsDir}/${probeName}`}`, { check: false, timeoutMs })
+    const probe = `${dst.dsDir}/${probeName}`;
+    await runner.run(
+      dst.host,
+      confined(services.confine, dst.host, { remove: [probe] }, sh`rm -f -- ${probe}`),
+      {
+        check: false,
+        timeoutMs,
+      },
+    )
       .catch(() => {});
   }
 }
@@ -192,8 +214,13 @@ async function moveInPlace(
   // The destination folder as the source host sees it (mount points may differ between hosts).
   const target = `${src.dsDir}/${dst.name}`;
   logInfo(`Renaming ${src.path} to ${target} on shared storage (${devices})`);
-  await services.runner.run(src.host, sh`rm -rf -- ${target} && mv -- ${src.path} ${target}`, {
-    what: `Renaming ${src.path} to ${dst.path}`,
-    timeoutMs: services.controlTimeoutMs,
-  });
+  const rename = sh`rm -rf -- ${target} && mv -- ${src.path} ${target}`;
+  await services.runner.run(
+    src.host,
+    confined(services.confine, src.host, { write: [target], remove: [src.path] }, rename),
+    {
+      what: `Renaming ${src.path} to ${dst.path}`,
+      timeoutMs: services.controlTimeoutMs,
+    },
+  );
 }

@@ -10,6 +10,7 @@
 import { InputError } from "../errors.ts";
 import { growScript } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { LcmState } from "../one/objects.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
@@ -41,13 +42,18 @@ export async function resizeDisk(services: TmServices, request: ResizeRequest): 
   logInfo(`Resizing ${disk.host}:${disk.path} to ${sizeMb} MiB`);
   await services.runner.run(
     disk.host,
-    growScript({
-      disk: disk.path,
-      format: facts.format,
-      sizeMb,
-      preallocate: !facts.sparse,
-      whenLarger: "fail",
-    }),
+    confined(
+      services.confine,
+      disk.host,
+      { write: [disk.path] },
+      growScript({
+        disk: disk.path,
+        format: facts.format,
+        sizeMb,
+        preallocate: !facts.sparse,
+        whenLarger: "fail",
+      }),
+    ),
     {
       what: `Resizing ${disk.path}`,
       timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,

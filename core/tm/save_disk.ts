@@ -20,6 +20,7 @@ import { invalidateImage } from "../cache/invalidate.ts";
 import { flattenScript, preallocateScript } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
+import { confined } from "../remote/confine.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { diskFacts } from "./disk_facts.ts";
@@ -48,10 +49,15 @@ export async function saveDisk(services: TmServices, request: SaveDiskRequest): 
 
   const flat = await runner.output(
     disk.host,
-    sh`(${
-      flattenScript(disk.path, facts.format, { qcow2Options: services.config.qcow2Options, sparse: true })
-    }) || exit 1
+    confined(
+      services.confine,
+      disk.host,
+      { write: [disk.path, `${disk.path}.snap`] },
+      sh`(${
+        flattenScript(disk.path, facts.format, { qcow2Options: services.config.qcow2Options, sparse: true })
+      }) || exit 1
 if [ -d ${`${disk.path}.snap`} ]; then echo SNAP=1; else echo SNAP=0; fi`,
+    ),
     { what: `Converting ${disk.path} to a standalone image`, timeoutMs: services.transferTimeoutMs },
   );
   const hasSnaps = /^SNAP=1$/m.test(flat);
@@ -80,7 +86,8 @@ if [ -d ${`${disk.path}.snap`} ]; then echo SNAP=1; else echo SNAP=0; fi`,
     ...(facts.sparse ? [] : [preallocateScript([targetPath])]),
   ];
   if (after.length > 0) {
-    await runner.run(targetHost, joinScripts(after), {
+    const targets = { write: [targetPath], remove: [`${targetPath}.snap`] };
+    await runner.run(targetHost, confined(services.confine, targetHost, targets, joinScripts(after)), {
       what: `Finishing image ${targetPath}`,
       timeoutMs: services.transferTimeoutMs,
     });

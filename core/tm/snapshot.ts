@@ -20,6 +20,7 @@ import {
   snapshotRevertScript,
 } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
@@ -46,12 +47,18 @@ async function target(services: TmServices, request: SnapshotRequest) {
 export async function createSnapshot(services: TmServices, request: SnapshotRequest): Promise<void> {
   const { disk, snapId, facts } = await target(services, request);
   logInfo(`Creating snapshot ${snapId} of ${disk.host}:${disk.path}`);
+  const snap = `${disk.path}.snap/${snapId}`;
   await services.runner.run(
     disk.host,
-    snapshotCreateScript({ disk: disk.path, snapId, format: facts.format }, {
-      qcow2Options: services.config.qcow2Options,
-      sparse: facts.sparse,
-    }),
+    confined(
+      services.confine,
+      disk.host,
+      { write: [`${disk.path}.snap`, snap] },
+      snapshotCreateScript({ disk: disk.path, snapId, format: facts.format }, {
+        qcow2Options: services.config.qcow2Options,
+        sparse: facts.sparse,
+      }),
+    ),
     { what: `Creating snapshot ${disk.path}.snap/${snapId}`, timeoutMs: services.transferTimeoutMs },
   );
 }
@@ -61,7 +68,14 @@ export async function deleteSnapshot(services: TmServices, request: SnapshotRequ
   const disk = parseVmFile(request.disk, "Disk location");
   const snapId = checkSnapshotId(request.snapId);
   logInfo(`Deleting snapshot ${snapId} of ${disk.host}:${disk.path}`);
-  await services.runner.run(disk.host, snapshotDeleteScript({ disk: disk.path, snapId, format: "" }), {
+  const snap = `${disk.path}.snap/${snapId}`;
+  const script = confined(
+    services.confine,
+    disk.host,
+    { remove: [snap, `${disk.path}.snap/.${snapId}.onestor-tmp`] },
+    snapshotDeleteScript({ disk: disk.path, snapId, format: "" }),
+  );
+  await services.runner.run(disk.host, script, {
     what: `Deleting snapshot ${disk.path}.snap/${snapId}`,
     timeoutMs: services.controlTimeoutMs,
   });
@@ -73,10 +87,15 @@ export async function revertSnapshot(services: TmServices, request: SnapshotRequ
   logInfo(`Reverting ${disk.host}:${disk.path} to snapshot ${snapId}`);
   await services.runner.run(
     disk.host,
-    snapshotRevertScript({ disk: disk.path, snapId, format: facts.format }, {
-      qcow2Options: services.config.qcow2Options,
-      sparse: facts.sparse,
-    }),
+    confined(
+      services.confine,
+      disk.host,
+      { write: [disk.path, `${disk.path}.snap/base`, `${disk.path}.snap/base.1`] },
+      snapshotRevertScript({ disk: disk.path, snapId, format: facts.format }, {
+        qcow2Options: services.config.qcow2Options,
+        sparse: facts.sparse,
+      }),
+    ),
     { what: `Reverting to snapshot ${disk.path}.snap/${snapId}`, timeoutMs: services.transferTimeoutMs },
   );
 }

@@ -13,6 +13,7 @@ import { InputError } from "../errors.ts";
 import { datablockScript } from "../image/datablock.ts";
 import { checkFormat } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { confined } from "../remote/confine.ts";
 import { prepareDiskDestination } from "./clone.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
@@ -50,7 +51,7 @@ export async function makeVolatileDisk(services: TmServices, request: VolatileRe
   logInfo(
     `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${Number(request.sizeMb)} MiB`,
   );
-  await services.runner.run(dst.host, script, {
+  await services.runner.run(dst.host, confined(services.confine, dst.host, { write: [dst.path] }, script), {
     what: `Creating image ${dst.path}`,
     timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
   });

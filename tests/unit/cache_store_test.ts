@@ -15,6 +15,7 @@ import {
   unpinEntry,
   updateEntry,
 } from "../../core/cache/lease.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 import { cacheFolders, parseStatLines, ReplicaFolder } from "../../core/cache/store.ts";
 
 const MIB = 1048576;
@@ -30,7 +31,7 @@ async function scratch() {
     root,
     dir,
     runner,
-    folder: new ReplicaFolder(runner, "replica-test", dir, 30_000),
+    folder: new ReplicaFolder(runner, "replica-test", dir, 30_000, scratchConfinement(root)),
     async [Symbol.asyncDispose]() {
       await Deno.remove(root, { recursive: true });
     },
@@ -141,7 +142,13 @@ Deno.test("readImageState() returns the records, the replica clock and the files
     [`${IMAGE}.snap`, "d", state.files[1].size],
     [`${IMAGE}.snap/3`, "f", 2],
   ]);
-  const none = await new ReplicaFolder(s.runner, "replica-test", `${s.root}/missing`).image(IMAGE);
+  const none = await new ReplicaFolder(
+    s.runner,
+    "replica-test",
+    `${s.root}/missing`,
+    0,
+    scratchConfinement(s.root),
+  ).image(IMAGE);
   assert.deepEqual([none.entryText, none.files], [null, []]);
 });
 

@@ -22,6 +22,8 @@ import { HostRunner } from "../../core/remote/runner.ts";
 import { fanoutCopy, parseManifest, perFileCommand } from "../../core/transfer/fanout.ts";
 import { RemoteError } from "../../core/errors.ts";
 import { scratchConfinement } from "../../core/remote/confine.ts";
+import { setConfig } from "../../core/runtime.ts";
+import { loadConfig } from "../../config/load.ts";
 
 const IMAGE = "0123456789abcdef0123456789abcdef";
 
@@ -231,6 +233,12 @@ Deno.test("parseSumLines() reads the output of b2sum, sha256sum and md5sum", () 
 
 Deno.test("the invalidation journal keeps one record per image and is applied at the next contact", async () => {
   await using s = await scratch();
+  // The replica's scripts are confined to DATASTORE_LOCATION: here, the scratch folder.
+  const conf = `${s.root}/conf/var/lib/one/remotes/etc/onestor`;
+  await Deno.mkdir(conf, { recursive: true });
+  await Deno.writeTextFile(`${conf}/onestor.conf`, `DATASTORE_LOCATION=${s.root}\n`);
+  setConfig(loadConfig({ root: `${s.root}/conf`, env: {} }));
+  using _reset = { [Symbol.dispose]: () => setConfig(undefined) };
   const path = `${s.relay}/${IMAGE}`;
   await Deno.writeTextFile(path, "cached");
   await Deno.writeTextFile(`${s.relay}/${entryName(IMAGE)}`, "{}");
