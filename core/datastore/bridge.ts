@@ -7,7 +7,8 @@
  * @module
  */
 
-import { InputError, OneStorError } from "../errors.ts";
+import { OneStorError } from "../errors.ts";
+import { hostName } from "../validate.ts";
 import { logWarn } from "../one/log.ts";
 import { HostState } from "../one/objects.ts";
 import { childElement, type XmlElement } from "../one/xml.ts";
@@ -20,16 +21,9 @@ const UNUSABLE: ReadonlySet<number> = new Set([
   HostState.OFFLINE,
 ]);
 
-const HOST_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
-
 /** Splits and checks a BRIDGE_LIST value (host names only: they end up as ssh arguments). */
 export function parseBridgeList(hosts: readonly string[]): string[] {
-  for (const host of hosts) {
-    if (!HOST_NAME.test(host)) {
-      throw new InputError(`BRIDGE_LIST holds an invalid host name: ${JSON.stringify(host)}`);
-    }
-  }
-  return [...hosts];
+  return hosts.map((host) => hostName(host, "Each host of BRIDGE_LIST"));
 }
 
 /** Names of the hosts of a `<HOST_POOL>` whose state makes them unusable as bridges. */

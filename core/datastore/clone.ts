@@ -15,6 +15,7 @@ import { convertScript } from "../image/qemu_img.ts";
 import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
+import { datastoreDriver } from "../validate.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
@@ -32,7 +33,7 @@ export async function cloneImage(env: DsEnv): Promise<CloneResult> {
   const a = env.action;
   const basePath = checkBasePath(a.dsBasePath);
   const src = checkPathSyntax(a.imagePath.trim(), "Source image");
-  const driver = a.dsTemplate("DRIVER").trim();
+  const driver = datastoreDriver(a.dsTemplate("DRIVER"), "DRIVER of the datastore");
   const sparse = a.dsTemplate("SPARSE").trim().toLowerCase() !== "no";
   const hash = imageHash(env.id ?? 0);
   const dst = `${basePath}/${hash}`;

@@ -19,6 +19,7 @@ import { DatastoreType, ImageType } from "../one/objects.ts";
 import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
 import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
+import { datastoreDriver } from "../validate.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkHashValue, openImageStream, parseRate } from "./image_stream.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
@@ -75,7 +76,7 @@ export function importPlan(env: DsEnv): ImportPlan {
     decompress: !yes(noDecompress),
     rate: parseRate(a.dsTemplate("LIMIT_TRANSFER_BW")),
     convert,
-    driver: a.dsTemplate("DRIVER").trim(),
+    driver: datastoreDriver(a.dsTemplate("DRIVER"), "DRIVER of the datastore"),
     sparse: a.dsTemplate("SPARSE").trim().toLowerCase() !== "no",
     stagingDir: checkPathSyntax(a.dsTemplate("STAGING_DIR").trim() || "/var/tmp", "STAGING_DIR"),
   };

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { InputError } from "../errors.ts";
 import { checkFs, datablockScript } from "../image/datablock.ts";
 import { logInfo } from "../one/log.ts";
 import { transferTimeoutMs } from "../runtime.ts";
+import { mkfsFormat, sizeMb } from "../validate.ts";
 import { confined } from "../remote/confine.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkBasePath, newImagePath } from "./paths.ts";
@@ -17,19 +17,15 @@ import { checkBasePath, newImagePath } from "./paths.ts";
 export async function makeDatablockImage(env: DsEnv): Promise<string> {
   const a = env.action;
   const dst = newImagePath(checkBasePath(a.dsBasePath), env.id ?? 0);
-  const format = a.imageFormat.trim();
+  // FORMAT is what oned records for the image: only what this action really makes.
+  const format = mkfsFormat(a.imageFormat);
   if (format === "save_as") return dst;
   const fs = a.imageFs.trim();
   if (fs !== "") checkFs(fs, env.config);
-  const size = a.get("IMAGE/SIZE").trim();
-  if (!/^[0-9]+$/.test(size) || Number(size) <= 0) {
-    throw new InputError(
-      `Datablock size must be a positive whole number of MiB, got ${JSON.stringify(size)}`,
-    );
-  }
+  const size = sizeMb(a.get("IMAGE/SIZE"), "IMAGE/SIZE");
   const script = datablockScript({
     path: dst,
-    sizeMb: Number(size),
+    sizeMb: size,
     format,
     fs: fs || undefined,
     sparse: a.dsTemplate("SPARSE").trim().toLowerCase() !== "no",

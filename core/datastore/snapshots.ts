@@ -16,12 +16,12 @@
  */
 
 import { invalidateImage } from "../cache/invalidate.ts";
-import { InputError } from "../errors.ts";
 import { convertScript, createScript } from "../image/qemu_img.ts";
 import { logInfo } from "../one/log.ts";
 import { confined } from "../remote/confine.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { transferTimeoutMs } from "../runtime.ts";
+import { snapshotId } from "../validate.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkImageSource, tempNameFor } from "./paths.ts";
 
@@ -41,13 +41,7 @@ export interface SnapshotTarget {
 export function snapshotTarget(env: DsEnv): SnapshotTarget {
   const a = env.action;
   const source = checkImageSource(a.imageSource, a.dsBasePath);
-  const text = a.get("IMAGE/TARGET_SNAPSHOT").trim();
-  if (!/^[0-9]{1,9}$/.test(text)) {
-    throw new InputError(
-      `TARGET_SNAPSHOT must be a snapshot id (a whole number), got ${JSON.stringify(text)}`,
-    );
-  }
-  const id = Number(text);
+  const id = snapshotId(a.get("IMAGE/TARGET_SNAPSHOT"), "IMAGE/TARGET_SNAPSHOT");
   return { source, snapDir: `${source}.snap`, snapPath: `${source}.snap/${id}`, id };
 }
 

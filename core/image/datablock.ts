@@ -13,6 +13,7 @@
 import type { Config } from "../../config/load.ts";
 import { InputError } from "../errors.ts";
 import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
+import { fsName } from "../validate.ts";
 import { convertScript, createScript } from "./qemu_img.ts";
 
 /** An empty datablock to create. */
@@ -29,8 +30,6 @@ export interface DatablockSpec {
   sparse: boolean;
 }
 
-const FS_NAME = /^[a-z0-9]+$/;
-
 /** Smallest size in MiB each file system can be made in (smaller: mkfs fails or drops the journal). */
 export const MIN_FS_SIZE_MB: Readonly<Record<string, number>> = {
   ext2: 1,
@@ -46,10 +45,7 @@ export const MIN_FS_SIZE_MB: Readonly<Record<string, number>> = {
  * in SUPPORTED_FS; the FS name must also match /^[a-z0-9]+$/.
  */
 export function checkFs(fs: string, config: Config): void {
-  const supported = config.supportedFs;
-  if (!FS_NAME.test(fs) || !supported.includes(fs)) {
-    throw new InputError(`Unsupported file system type: ${fs}. Supported types are: ${supported.join(",")}`);
-  }
+  fsName(fs, config.supportedFs);
 }
 
 /** The mkfs command line (argv words) for `fs`, options of FS_OPTS_<FS> included. */

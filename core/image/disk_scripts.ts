@@ -21,22 +21,16 @@
 
 import { InputError } from "../errors.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
+import { diskFormat, snapshotId } from "../validate.ts";
 
-/** Image formats onestor passes to qemu-img (a word qemu-img knows; validated, never free text). */
-const FORMAT_WORD = /^[a-z0-9]+$/;
-
-/** Checks a format name from oned (`raw`, `qcow2`, ...); `""` means unknown. */
+/** Checks a format name from oned (`raw`, `qcow2`, ...; see core/validate.ts); `""` means unknown. */
 export function checkFormat(format: string): string {
-  const f = format.trim().toLowerCase();
-  if (f !== "" && !FORMAT_WORD.test(f)) throw new InputError(`Unsupported disk format '${format}'`);
-  return f;
+  return diskFormat(format);
 }
 
 /** Checks a snapshot id: oned's snapshot ids are non-negative integers. */
 export function checkSnapshotId(id: string | number): number {
-  const text = String(id).trim();
-  if (!/^[0-9]+$/.test(text)) throw new InputError(`Snapshot id must be a non-negative integer, got '${id}'`);
-  return Number(text);
+  return snapshotId(id);
 }
 
 /** Shell functions shared by the scripts: `fail`, `probe_format`, `disk_format`, `virtual_size`. */

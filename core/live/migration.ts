@@ -31,6 +31,7 @@ import { dirnameOf } from "../one/location.ts";
 import { logInfo } from "../one/log.ts";
 import { intOrNull, VmView } from "../one/objects.ts";
 import { confined } from "../remote/confine.ts";
+import { hostName } from "../validate.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { markerScript } from "../tm/monitor_marker.ts";
@@ -338,8 +339,8 @@ export function migrationRequestFrom(
 ): MigrationRequest {
   const [srcHost, dstHost, vmDir, vmId, dsId, caller] = args;
   return {
-    srcHost,
-    dstHost,
+    srcHost: hostName(srcHost ?? "", "Source host"),
+    dstHost: hostName(dstHost ?? "", "Destination host"),
     vmDir,
     vmId: parseId(vmId, "VM id"),
     dsId: parseId(dsId, "Datastore id"),

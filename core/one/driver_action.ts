@@ -6,6 +6,7 @@
  * @module
  */
 
+import { datastoreType, imageType } from "../validate.ts";
 import { InputError } from "../errors.ts";
 import { DatastoreView, intOrNull } from "./objects.ts";
 import { childElement, escapeXml, parseXml, type XmlElement, XmlParseError, xpathText } from "./xml.ts";
@@ -113,7 +114,7 @@ export class DriverAction {
   }
   /** Numeric `IMAGE/TYPE` (see `ImageType`). */
   get imageType(): number | null {
-    return intOrNull(this.get("IMAGE/TYPE"));
+    return imageType(this.get("IMAGE/TYPE"));
   }
   /** `IMAGE/TEMPLATE/MD5`. */
   get imageMd5(): string {
@@ -142,7 +143,7 @@ export class DriverAction {
   }
   /** Numeric `DATASTORE/TYPE` (2 = FILE_DS). */
   get dsType(): number | null {
-    return intOrNull(this.get("DATASTORE/TYPE"));
+    return datastoreType(this.get("DATASTORE/TYPE"));
   }
   /** `DATASTORE/DS_MAD`. */
   get dsMad(): string {

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { hostName } from "../validate.ts";
 import { InputError } from "../errors.ts";
 import { childElement, childText, parseXml, type XmlElement, xpathText } from "./xml.ts";
 
@@ -367,9 +368,10 @@ export class DatastoreView extends ObjectView {
   templateAttrs(): Readonly<Record<string, string>> {
     return leafAttributes(childElement(this.element, "TEMPLATE"));
   }
-  /** `TEMPLATE/REPLICA_HOST` (non-empty on a system datastore means replica mode). */
+  /** `TEMPLATE/REPLICA_HOST` (non-empty on a system datastore means replica mode); a host name or "". */
   get replicaHost(): string {
-    return this.templateAttr("REPLICA_HOST").trim();
+    const host = this.templateAttr("REPLICA_HOST").trim();
+    return host === "" ? "" : hostName(host, `REPLICA_HOST of datastore ${this.id}`);
   }
   /** `TEMPLATE/BRIDGE_LIST`, split on whitespace. */
   get bridgeList(): string[] {
@@ -402,6 +404,7 @@ export class HostView extends ObjectView {
   }
   /** `TEMPLATE/REPLICA_STORAGE_IP`: where the replica pushes disks for this host (empty: use the name). */
   get replicaStorageIp(): string {
-    return this.templateAttr("REPLICA_STORAGE_IP").trim();
+    const ip = this.templateAttr("REPLICA_STORAGE_IP").trim();
+    return ip === "" ? "" : hostName(ip, `REPLICA_STORAGE_IP of host ${this.name}`);
   }
 }

@@ -13,6 +13,7 @@
 import { RemoteError, type RemoteFailureKind } from "../errors.ts";
 import { lastLines, runCommand, type RunOptions, type RunResult } from "./process.ts";
 import { quote, sh, type ShellScript } from "./shell.ts";
+import { hostName } from "../validate.ts";
 
 /** Settings of an {@linkcode SshClient}. */
 export interface SshSettings {
@@ -170,7 +171,7 @@ export class SshClient {
       this.settings.program ?? "ssh",
       ...this.optionArgs(hopOptions),
       "--",
-      host,
+      hostName(host),
       remoteCommand(script, shell),
     ];
   }
@@ -248,6 +249,7 @@ export function hopScript(
   options: { hopOptions?: readonly string[]; connectTimeout?: number; shell?: RemoteShell } = {},
 ): ShellScript {
   const hop = [...(options.hopOptions ?? [])];
+  hostName(target);
   return sh`ssh -o BatchMode=yes -o ConnectTimeout=${
     options.connectTimeout ?? 10
   } -o LogLevel=ERROR -T -x ${hop} -- ${target} ${remoteCommand(script, options.shell)}`;

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { checkFormat } from "../image/disk_scripts.ts";
 import type { DiskView, VmView } from "../one/objects.ts";
+import { diskFormat, diskType, frequencySeconds, optionalSizeMb, yesNo } from "../validate.ts";
 
 /** The facts of one disk. */
 export interface DiskFacts {
@@ -33,21 +33,30 @@ export interface DiskFacts {
   type: string;
 }
 
-/** Facts of disk `diskId` of `vm` (empty facts when the VM has no such disk). */
+/**
+ * Facts of disk `diskId` of `vm` (empty facts when the VM has no such disk). Every value is
+ * validated (core/validate.ts): a SIZE, FORMAT or RECOVERY_SNAPSHOT_FREQ that is set but wrong
+ * stops the action with an error naming the attribute, instead of being read as "not set".
+ */
 export function diskFacts(vm: VmView, diskId: number | null): DiskFacts {
   const disk: DiskView | undefined = diskId === null ? undefined : vm.disk(diskId);
-  const sizeMb = disk?.size ?? null;
-  const originalSizeMb = disk?.originalSize ?? null;
+  const at = (name: string) => `DISK[DISK_ID=${diskId}]/${name} of VM ${vm.id}`;
+  const value = (name: string) => disk?.attr(name) ?? "";
+  const sizeMb = optionalSizeMb(value("SIZE"), at("SIZE"));
+  const originalSizeMb = optionalSizeMb(value("ORIGINAL_SIZE"), at("ORIGINAL_SIZE"));
+  // SPARSE must be yes or no; as tm/ssh, only `no` and `NO` turn holes off.
+  yesNo(value("SPARSE"), at("SPARSE"));
+  const sparse = !(disk?.sparseDisabled ?? false);
   return {
     diskId,
     found: disk !== undefined,
-    format: checkFormat(disk?.format ?? ""),
+    format: diskFormat(value("FORMAT"), at("FORMAT")),
     sizeMb,
     originalSizeMb,
-    sparse: !(disk?.sparseDisabled ?? false),
+    sparse,
     growToMb: sizeMb !== null && originalSizeMb !== null && sizeMb > originalSizeMb ? sizeMb : null,
-    recoveryFreq: disk?.recoverySnapshotFreq ?? null,
-    fs: disk?.fs ?? "",
-    type: disk?.type ?? "",
+    recoveryFreq: frequencySeconds(value("RECOVERY_SNAPSHOT_FREQ"), at("RECOVERY_SNAPSHOT_FREQ")),
+    fs: value("FS").trim(),
+    type: diskType(value("TYPE"), at("TYPE")),
   };
 }

@@ -8,6 +8,7 @@
  */
 
 import { InputError } from "../errors.ts";
+import { hostName, objectId } from "../validate.ts";
 import { basenameOf, dirnameOf, diskIdOf, fixDirSlashes, isDisk, parseLocation } from "../one/location.ts";
 
 /** A file of a VM folder on a host (a disk, its snapshots folder, a kernel). */
@@ -57,7 +58,7 @@ function requireHost(arg: string, what: string): string {
   if (!location.hasHost || location.host === "") {
     throw new InputError(`${what} must be HOST:PATH, got '${arg}'`);
   }
-  return location.host;
+  return hostName(location.host, `Host of ${what.toLowerCase()}`);
 }
 
 /** Parses a `host:<vm_dir>/<file>` argument (clone, ln, mkimage, snapshots, resize destinations). */
@@ -94,8 +95,5 @@ export function snapDirOf(diskPath: string): string {
 
 /** Parses an id argument (VM id, datastore id): a non-negative integer. */
 export function parseId(text: string, what: string): number {
-  if (!/^[0-9]+$/.test(text.trim())) {
-    throw new InputError(`${what} must be a non-negative integer, got '${text}'`);
-  }
-  return Number(text.trim());
+  return objectId(what, text);
 }

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { InputError } from "../errors.ts";
 import { growScript } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { sizeMb as checkSizeMb } from "../validate.ts";
 import { confined } from "../remote/confine.ts";
 import { LcmState } from "../one/objects.ts";
 import { diskFacts } from "./disk_facts.ts";
@@ -29,10 +29,7 @@ export interface ResizeRequest {
 /** Runs resize (see the module doc). */
 export async function resizeDisk(services: TmServices, request: ResizeRequest): Promise<void> {
   const disk = parseVmFile(request.disk, "Disk location");
-  if (!/^[0-9]+$/.test(request.sizeMb.trim()) || Number(request.sizeMb) <= 0) {
-    throw new InputError(`Disk size must be a positive number of MiB, got '${request.sizeMb}'`);
-  }
-  const sizeMb = Number(request.sizeMb);
+  const sizeMb = checkSizeMb(request.sizeMb, "New disk size");
   const vm = await services.lookup.vm(request.vmId);
   if (vm.lcmState === LcmState.DISK_RESIZE) {
     logInfo(`Not resizing ${disk.path}: the VM is running, its hypervisor resizes the disk`);

@@ -9,10 +9,9 @@
  * @module
  */
 
-import { InputError } from "../errors.ts";
 import { datablockScript } from "../image/datablock.ts";
-import { checkFormat } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { sizeMb, volatileFormat } from "../validate.ts";
 import { confined } from "../remote/confine.ts";
 import { prepareDiskDestination } from "./clone.ts";
 import { diskFacts } from "./disk_facts.ts";
@@ -34,22 +33,19 @@ export interface VolatileRequest {
 /** Runs mkimage/mkswap (see the module doc). */
 export async function makeVolatileDisk(services: TmServices, request: VolatileRequest): Promise<void> {
   const dst = parseVmFile(request.destination, "Volatile disk location");
-  if (!/^[0-9]+$/.test(request.sizeMb.trim()) || Number(request.sizeMb) <= 0) {
-    throw new InputError(`Disk size must be a positive number of MiB, got '${request.sizeMb}'`);
-  }
-  const format = checkFormat(request.format);
-  if (format === "") throw new InputError("mkimage needs a disk format (raw, qcow2 or swap)");
+  const size = sizeMb(request.sizeMb, "Volatile disk size");
+  const format = volatileFormat(request.format);
   const vm = await services.lookup.vm(request.vmId);
   const facts = diskFacts(vm, dst.diskId);
   const fs = format === "swap" ? undefined : facts.fs.trim() || undefined;
   // Built (and the FS checked) before anything happens on the host.
   const script = datablockScript(
-    { path: dst.path, sizeMb: Number(request.sizeMb), format, fs, sparse: facts.sparse },
+    { path: dst.path, sizeMb: size, format, fs, sparse: facts.sparse },
     services.config,
   );
   await prepareDiskDestination(services, dst);
   logInfo(
-    `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${Number(request.sizeMb)} MiB`,
+    `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${size} MiB`,
   );
   await services.runner.run(dst.host, confined(services.confine, dst.host, { write: [dst.path] }, script), {
     what: `Creating image ${dst.path}`,

@@ -336,7 +336,10 @@ rm -f ${check}`,
             assert.equal(r.stdout, "");
           }
           const badSnap = await world.ds("snap_revert", 70, payloadWithSnapshot(`${BASE}/abc`, "1;id"));
-          assert.match(badSnap.stderr, /TARGET_SNAPSHOT must be a snapshot id/);
+          assert.match(
+            badSnap.stderr,
+            /IMAGE\/TARGET_SNAPSHOT must be a whole number from 0 to 2147483647 \(got "1;id"\)/,
+          );
           assert.equal((await world.lab.sh(FE, `test -e ${marker}`)).code, 1, "nothing ran");
           assert.equal((await world.lab.sh("hv1", `test -e ${marker}`)).code, 1, "nothing ran");
           assert.deepEqual(await files(world, FE, BASE), before, "no file touched");

@@ -38,5 +38,8 @@ Deno.test("diskFacts() of a file without disk id (kernel) or an unknown disk kno
 
 Deno.test("diskFacts() refuses a format that is not a plain word", () => {
   const bad = VmView.fromXml(vmXml({ disks: [imageDisk({ DISK_ID: 0, FORMAT: "raw -o x" })] }));
-  assert.throws(() => diskFacts(bad, 0), /Unsupported disk format/);
+  assert.throws(
+    () => diskFacts(bad, 0),
+    /DISK\[DISK_ID=0\]\/FORMAT of VM 0 must be one of raw, qcow2, .* \(got "raw -o x"\)$/,
+  );
 });

@@ -33,6 +33,9 @@ Deno.test("isDiskLocation() is upstream's is_disk on the path part", () => {
 
 Deno.test("parseId() takes non-negative integers only", () => {
   assert.equal(parseId(" 42 ", "VM id"), 42);
-  assert.throws(() => parseId("-1", "VM id"), /VM id must be a non-negative integer/);
+  assert.throws(
+    () => parseId("-1", "VM id"),
+    /VM id must be a whole number from 0 to 2147483647 \(got "-1"\)/,
+  );
   assert.throws(() => parseId("7;rm", "VM id"), InputError);
 });
