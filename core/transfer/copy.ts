@@ -190,7 +190,7 @@ cd -- ${request.to.dir} 2>/dev/null && rm -rf -- ${tmp}; true`;
 function confineDestination(request: CopyRequest, tmp: string): ShellScript {
   const dir = request.to.dir;
   const finals = request.from.entries.map((e) => `${dir}/${e.as ?? e.name}`);
-  return confine(request.to.confine, request.to.host, { write: [`${dir}/${tmp}`, ...finals] });
+  return confine(request.to.confine, request.to.host, { write: [...finals, `${dir}/${tmp}`] });
 }
 
 function describe(request: CopyRequest): string {

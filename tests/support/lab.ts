@@ -377,9 +377,31 @@ function deleteRouteArgs(subnet: string): string[] {
   return `route del local 127.${subnet}.0/24 table local`.split(" ");
 }
 
+/** `ip route` arguments of the routes that cut hosts of a lab off (see {@link Lab.cutOff}). */
+function cutRouteArgs(address: string, verb: "replace" | "del"): string[] {
+  return ["route", verb, "unreachable", `${address}/32`, "table", "local"];
+}
+
+/** The addresses of a subnet that a cut-off route makes unreachable now. */
+function cutAddresses(subnet: string): string[] {
+  const ip = tool("ip");
+  if (!ip) return [];
+  const out = new Deno.Command(ip, {
+    args: ["route", "show", "table", "local"],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .outputSync();
+  const prefix = `unreachable 127.${subnet}.`;
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith(prefix))
+    .map((l) => l.split(/\s+/)[1]);
+}
+
 async function deleteRoute(subnet: string): Promise<void> {
   const ip = tool("ip");
-  if (ip) await run(ip, deleteRouteArgs(subnet));
+  if (!ip) return;
+  await run(ip, deleteRouteArgs(subnet));
+  for (const address of cutAddresses(subnet)) await run(ip, cutRouteArgs(address, "del"));
 }
 
 /**
@@ -401,6 +423,10 @@ function removeLabDirSync(dir: string, subnet: string | null): void {
     const ip = tool("ip");
     if (subnet && ip) {
       new Deno.Command(ip, { args: deleteRouteArgs(subnet), stdout: "null", stderr: "null" }).outputSync();
+      for (const address of cutAddresses(subnet)) {
+        new Deno.Command(ip, { args: cutRouteArgs(address, "del"), stdout: "null", stderr: "null" })
+          .outputSync();
+      }
     }
     for (const m of mountsUnder(dir)) {
       new Deno.Command(mustTool("umount"), { args: ["--lazy", m], stdout: "null", stderr: "null" })
@@ -1007,6 +1033,32 @@ export class Lab {
     const rt = this.#live(host);
     Deno.kill(rt.state.init!.pid, "SIGUSR1");
     await this.#waitListening(host, true);
+  }
+
+  /**
+   * Takes the host off the network, as when its link drops: its address becomes unreachable (an
+   * `unreachable` route for it, so new connections fail with "No route to host" and packets of
+   * established ones vanish: they stall), and with `killSshd` its sshd and every ssh session are
+   * killed as well. Its namespace, processes and files stay. {@link reconnect} undoes it; stopping
+   * the lab (or the next lab start after a crash) removes the route too.
+   */
+  async cutOff(host: string, options: { killSshd?: boolean } = {}): Promise<void> {
+    const address = this.host(host).address;
+    const ip = tool("ip");
+    if (!ip) throw new Error("Cutting a lab host off needs ip (apt-get install iproute2)");
+    await mustRun(ip, cutRouteArgs(address, "replace"));
+    if (options.killSshd) {
+      const rt = this.#live(host);
+      Deno.kill(rt.state.init!.pid, "SIGUSR2");
+    }
+  }
+
+  /** Brings a host cut off by {@link cutOff} back: route removed, sshd started. */
+  async reconnect(host: string): Promise<void> {
+    const address = this.host(host).address;
+    const ip = tool("ip");
+    if (ip) await run(ip, cutRouteArgs(address, "del"));
+    await this.startSshd(host);
   }
 
   /** Kills every host, removes the lab dir and its registry entry. Idempotent. */

@@ -53,26 +53,9 @@ export class World {
       env.ONESTOR_SSH_CONTROL_DIR = `${lab.dir}/ssh-control-sockets`;
       await Deno.chmod(authDir, 0o755);
       await Deno.chmod(env.ONE_AUTH, 0o644);
-      const tmName = options.tmName ?? "onestor";
-      const dsName = options.dsName ?? "onestor";
-      const install = await lab.exec("frontend", [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--no-check",
-        "--quiet",
-        MAIN,
-        "install",
-        "--quiet",
-        "--remotes",
-        REMOTES,
-        "--tm-name",
-        tmName,
-        "--ds-name",
-        dsName,
-      ], { user: "oneadmin" });
-      if (install.code !== 0) throw new Error(`onestor install failed in the lab: ${install.stderr}`);
-      return new World(lab, oned, env, tmName, dsName);
+      const world = new World(lab, oned, env, options.tmName ?? "onestor", options.dsName ?? "onestor");
+      await world.installOn("frontend");
+      return world;
     } catch (error) {
       await oned?.close();
       await lab.stop();
@@ -80,14 +63,43 @@ export class World {
     }
   }
 
+  /** Installs onestor into the remotes of `host`, which can then run actions as a front-end too. */
+  async installOn(host: string): Promise<void> {
+    const install = await this.lab.exec(host, [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--no-check",
+      "--quiet",
+      MAIN,
+      "install",
+      "--quiet",
+      "--remotes",
+      REMOTES,
+      "--tm-name",
+      this.tmName,
+      "--ds-name",
+      this.dsName,
+    ], { user: "oneadmin" });
+    if (install.code !== 0) throw new Error(`onestor install failed on ${host}: ${install.stderr}`);
+  }
+
   /** Environment every action gets (oned endpoint and credentials). */
   env(extra: Record<string, string> = {}): Record<string, string> {
     return { ...this.#env, ...extra };
   }
 
-  /** Runs the installed TM action `<remotes>/tm/<name>/<action> ARGS` on the frontend as oneadmin. */
-  tm(action: string, args: (string | number)[], options: ExecOptions = {}): Promise<ExecResult> {
-    return this.lab.exec("frontend", [`${REMOTES}/tm/${this.tmName}/${action}`, ...args.map(String)], {
+  /**
+   * Runs the installed TM action `<remotes>/tm/<name>/<action> ARGS` as oneadmin on the frontend,
+   * or on `options.frontend` (a host onestor was installed on with {@link installOn}).
+   */
+  tm(
+    action: string,
+    args: (string | number)[],
+    options: ExecOptions & { frontend?: string } = {},
+  ): Promise<ExecResult> {
+    const host = options.frontend ?? "frontend";
+    return this.lab.exec(host, [`${REMOTES}/tm/${this.tmName}/${action}`, ...args.map(String)], {
       user: "oneadmin",
       timeoutMs: 300_000,
       ...options,
@@ -143,4 +155,9 @@ export class World {
 export function ok(result: ExecResult, what = "action"): string {
   if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr}`);
   return result.stdout;
+}
+
+/** What oned shows the user of a failed action: the stderr lines that are not log lines. */
+export function failureInfo(stderr: string): string[] {
+  return stderr.split("\n").filter((l) => l.trim() !== "" && !/^(ERROR|INFO|WARN|DEBUG):/.test(l));
 }
