@@ -114,6 +114,9 @@ export async function fillEntry(request: FillRequest): Promise<FillOutcome> {
   } finally {
     await renewal.stop();
   }
+  // A fresh lease period for the checks and the promotion, which run without renewals (a renewal
+  // racing the promotion's conditional write would make it fail).
+  await renewLease(folder, held, request.leaseSeconds).catch(() => {});
   const outcome: FillOutcome = {
     promoted: false,
     entryText: null,

@@ -28,7 +28,7 @@ import {
 import { type CacheLimits, makeRoom } from "./eviction.ts";
 import { fillEntry, type FillOutcome } from "./fill.ts";
 import { imageIdentity, type ImageStat } from "./identity.ts";
-import { acquireLease, jitter, pinEntry, releaseLease } from "./lease.ts";
+import { acquireLease, jitter, pinEntry, releaseLease, renewLease, startRenewal } from "./lease.ts";
 import type { ReplicaFolder } from "./store.ts";
 import { verifyContent } from "./verify.ts";
 
@@ -179,11 +179,18 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
       );
     }
     try {
+      // The lease is renewed from the moment it is held: making room reads every cache folder of
+      // the replica and may take longer than a lease on a busy front-end, and an expired lease
+      // would let a waiter take the fill over before it even started.
+      const preparing = startRenewal(
+        Math.max(1000, (request.leaseSeconds * 1000) / 3),
+        () => renewLease(folder, held, request.leaseSeconds),
+      );
       const room = await makeRoom(folder, stat.allocated, request.limits, name).catch((error) => ({
         ok: false,
         evicted: [],
         reason: `eviction failed: ${error instanceof Error ? error.message : String(error)}`,
-      }));
+      })).finally(() => preparing.stop());
       for (const e of room.evicted) {
         log.info(
           `Evicted ${e.key} (${e.kind}, ${(e.allocated / 1048576).toFixed(1)} MiB) from ${folder.replica}`,
