@@ -118,6 +118,20 @@ async function feed(stdin: WritableStream<Uint8Array>, source: StdinSource): Pro
   }
 }
 
+/** Whether `program` is an executable file on PATH (or a path to one). */
+function onPath(program: string, path = Deno.env.get("PATH") ?? ""): boolean {
+  const candidates = program.includes("/")
+    ? [program]
+    : path.split(":").filter((d) => d).map((d) => `${d}/${program}`);
+  return candidates.some((c) => {
+    try {
+      return Deno.statSync(c).isFile;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Runs a program, feeding stdin and draining both output streams concurrently. */
 export async function runCommand(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const [program, ...args] = argv;
@@ -133,7 +147,7 @@ export async function runCommand(argv: readonly string[], options: RunOptions = 
       cwd: options.cwd,
     }).spawn();
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
+    if (error instanceof Deno.errors.NotFound && !onPath(program, options.env?.PATH)) {
       const pkg = PACKAGE_OF[program];
       throw new ToolError(
         `Cannot run ${program}: not found in PATH${pkg ? ` (install the ${pkg} package)` : ""}`,
