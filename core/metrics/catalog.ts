@@ -70,7 +70,8 @@ export const METRICS = {
   },
   cache_evictions_total: {
     type: "counter",
-    help: "Items removed from replica caches to make room or on request, by kind (entry, stale-fill, orphan).",
+    help:
+      "Items removed from replica caches to make room or on request, by kind (entry, stale-fill, orphan).",
     labels: ["replica", "kind"],
   },
   cache_evicted_bytes_total: {

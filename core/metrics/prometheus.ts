@@ -47,7 +47,9 @@ export function renderPrometheus(rollup: Rollup, extra: { version?: string } = {
     const full = METRIC_PREFIX + name;
     lines.push(`# HELP ${full} ${escapeHelp(spec.help)}`, `# TYPE ${full} ${spec.type}`);
     if (spec.type === "counter") {
-      for (const [labels, v] of seriesOf(rollup.counters, name)) lines.push(`${full}${labelText(labels)} ${v}`);
+      for (const [labels, v] of seriesOf(rollup.counters, name)) {
+        lines.push(`${full}${labelText(labels)} ${v}`);
+      }
     } else if (spec.type === "gauge") {
       for (const [labels, g] of seriesOf(rollup.gauges, name)) {
         lines.push(`${full}${labelText(labels)} ${formatValue(g.v)}`);

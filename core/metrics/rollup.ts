@@ -61,7 +61,9 @@ export function parseSeriesKey(key: string): { name: string; labels: Record<stri
   const name = key.slice(0, brace);
   const labels: Record<string, string> = {};
   const body = key.slice(brace + 1, -1);
-  for (const m of body.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*")/g)) labels[m[1]] = JSON.parse(m[2]);
+  for (const m of body.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*")/g)) {
+    labels[m[1]] = JSON.parse(m[2]);
+  }
   return { name, labels };
 }
 
@@ -84,7 +86,11 @@ export function addEvent(rollup: Rollup, event: MetricEvent): void {
     }
     case "histogram": {
       const bounds = spec.buckets ?? [];
-      const h = rollup.histograms[key] ??= { buckets: new Array(bounds.length + 1).fill(0), sum: 0, count: 0 };
+      const h = rollup.histograms[key] ??= {
+        buckets: new Array(bounds.length + 1).fill(0),
+        sum: 0,
+        count: 0,
+      };
       let i = bounds.findIndex((b) => event.v <= b);
       if (i === -1) i = bounds.length;
       h.buckets[i]++;
