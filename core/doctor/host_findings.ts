@@ -76,7 +76,7 @@ export function toolFindings(host: string | null, tools: readonly string[], fact
       `${host ?? "front-end"}: ${tool}`,
       host,
       impact.level,
-      `${tool} is not found on ${where} (PATH of the SSH session): ${impact.breaks}`,
+      `${tool} is not found on ${where}: ${impact.breaks}`,
       `install ${packageOf(tool)} on ${where} (apt-get install ${packageOf(tool)})`,
     ));
   }

@@ -66,8 +66,11 @@ export const TEMP_PATTERNS = [
 ];
 
 function toolsScript(tools: readonly string[]): ShellScript {
-  return sh`for t in ${tools}; do
+  // As onestor's scripts run them: mkfs.* live in the sbin folders, which a user's PATH may lack.
+  return sh`PATH="$PATH:/usr/sbin:/sbin"; export PATH
+for t in ${tools}; do
   p=$(command -v "$t" 2>/dev/null) || p=
+  case "$p" in /*) { [ -f "$p" ] && [ -x "$p" ]; } || p= ;; esac
   v=
   if [ -n "$p" ]; then
     case "$t" in mkfs.*) v=$("$p" -V 2>&1 </dev/null | head -n1) ;; *) v=$("$p" --version 2>&1 </dev/null | head -n1) ;; esac
