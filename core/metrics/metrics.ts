@@ -13,6 +13,8 @@
  */
 
 import type { MetricName } from "./catalog.ts";
+import type { CopyRequest } from "../transfer/copy.ts";
+import type { HostRunner } from "../remote/runner.ts";
 import { appendEvent, metricsDir } from "./store.ts";
 
 /** Label values of one event. */
@@ -61,6 +63,46 @@ export const metrics = {
     record("transfer_bytes_total", { hop, host }, bytes);
     record("transfer_duration_seconds", { hop }, seconds);
     if (seconds > 0) record("transfer_rate_bytes_per_second", { hop }, bytes / seconds);
+  },
+  /**
+   * Records a finished copy of the copy primitives (`started`: its `performance.now()`); the hop is
+   * the request's `hop`, else what its two ends are.
+   */
+  copied(
+    request: Pick<CopyRequest, "from" | "to" | "hop">,
+    runner: HostRunner,
+    bytes: number,
+    started: number,
+  ): void {
+    try {
+      const from = runner.isLocal(request.from.host) ? null : request.from.host;
+      const to = runner.isLocal(request.to.host) ? null : request.to.host;
+      const hop = request.hop ??
+        (from === null
+          ? (to === null ? "local" : "frontend_to_host")
+          : to === null
+          ? "host_to_frontend"
+          : from === to
+          ? "local"
+          : "host_to_host");
+      this.transfer(hop, to ?? from ?? "front-end", bytes, (performance.now() - started) / 1000);
+    } catch {
+      // Recording never fails an action.
+    }
+  },
+  /** Records the end of a cache fill: promoted (verified and cached) or not. */
+  fill(replica: string, promoted: boolean): void {
+    record("cache_fills_total", { replica, result: promoted ? "promoted" : "not_promoted" }, 1);
+  },
+  /** Records a wait for another process's cache fill. */
+  lockWait(replica: string, seconds: number): void {
+    record("cache_lock_waits_total", { replica }, 1);
+    record("cache_lock_wait_seconds", { replica }, seconds);
+  },
+  /** Records one eviction from a replica cache. */
+  evicted(replica: string, kind: string, bytes: number): void {
+    record("cache_evictions_total", { replica, kind }, 1);
+    if (bytes > 0) record("cache_evicted_bytes_total", { replica }, bytes);
   },
   /** Points recording at another folder, or null to turn it off (tests); undefined: back to the default. */
   setDir(next: string | null | undefined): void {
