@@ -26,6 +26,7 @@ import { applyPendingInvalidations } from "./invalidate.ts";
 import { obtainEntry } from "./obtain.ts";
 import { ProgressReporter } from "../progress/reporter.ts";
 import { watchFill } from "./progress.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { cacheFolders, type FolderState, ReplicaFolder } from "./store.ts";
 import type { CacheTopology, ReplicaTarget } from "./targets.ts";
 import { verifyContent } from "./verify.ts";
@@ -384,6 +385,7 @@ export async function evictImages(
           "onestor cache evict",
         ),
       });
+      if (result === "committed") metrics.evicted(target.host, "entry", 0);
       if (result === "committed") ctx.print(`${target.host}: ${path}: evicted`);
       else {
         kept++;

@@ -31,6 +31,7 @@ import {
   parseLease,
 } from "./entry.ts";
 import { cacheFolders, type FolderState, ReplicaFolder, type StoreOp } from "./store.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** The limits of one replica, from the front-end's configuration. */
 export interface CacheLimits {
@@ -277,6 +278,7 @@ export async function evictCandidates(
       ops: removalOps(candidate, target.now(), why),
     });
     if (result === "committed") done.push(candidate);
+    if (result === "committed") metrics.evicted(folder.replica, candidate.kind, candidate.allocated);
   }
   return done;
 }
