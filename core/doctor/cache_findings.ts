@@ -61,14 +61,7 @@ export function cacheFindings(
 ): Result[] {
   const out: Result[] = [];
   const r = ctx.replica;
-  for (const s of states) {
-    const datastore = s.dir.slice(s.dir.lastIndexOf("/") + 1);
-    metrics.gauge(
-      "cache_size_bytes",
-      { replica: r, datastore },
-      s.items.reduce((sum, i) => sum + i.allocated, 0),
-    );
-  }
+  metrics.cacheSizes(r, states);
   out.push(spaceFinding(states, ctx, df));
   for (const s of states) {
     let good = 0;

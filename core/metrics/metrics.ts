@@ -90,6 +90,16 @@ export const metrics = {
       // Recording never fails an action.
     }
   },
+  /** Records the size of a replica's cache folders (`<DS_LOC>/<datastore id>`), as just read. */
+  cacheSizes(
+    replica: string,
+    folders: readonly { dir: string; items: readonly { allocated: number }[] }[],
+  ): void {
+    for (const f of folders) {
+      const datastore = f.dir.slice(f.dir.lastIndexOf("/") + 1);
+      record("cache_size_bytes", { replica, datastore }, f.items.reduce((sum, i) => sum + i.allocated, 0));
+    }
+  },
   /** Records the end of a cache fill: promoted (verified and cached) or not. */
   fill(replica: string, promoted: boolean): void {
     record("cache_fills_total", { replica, result: promoted ? "promoted" : "not_promoted" }, 1);
