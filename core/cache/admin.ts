@@ -220,7 +220,9 @@ export async function listCache(ctx: AdminContext, targets: readonly ReplicaTarg
   const rows: CacheRow[] = [];
   for (const target of targets) {
     await applyPendingInvalidations(ctx.runner, target.host).catch(() => 0);
-    for (const state of await readReplica(ctx, target.host)) {
+    const states = await readReplica(ctx, target.host);
+    metrics.cacheSizes(target.host, states);
+    for (const state of states) {
       rows.push(...await folderRows(target.host, state));
     }
   }

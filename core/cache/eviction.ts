@@ -293,6 +293,7 @@ export async function makeRoom(
   const evicted: EvictionCandidate[] = [];
   for (let round = 0; round < 4; round++) {
     const states = await replicaFolders(folder);
+    metrics.cacheSizes(folder.replica, states);
     const own = states.find((s) => s.dir === folder.dir)!;
     const usage = cacheUsage(states, skip === null ? null : { dir: folder.dir, image: skip });
     const plan = planEviction(own.fs, usage, need, limits);
