@@ -73,7 +73,11 @@ for t in ${tools}; do
   case "$p" in /*) { [ -f "$p" ] && [ -x "$p" ]; } || p= ;; esac
   v=
   if [ -n "$p" ]; then
-    case "$t" in mkfs.*) v=$("$p" -V 2>&1 </dev/null | head -n1) ;; *) v=$("$p" --version 2>&1 </dev/null | head -n1) ;; esac
+    case "$t" in
+    bash | mktemp | mkfifo | timeout | base64 | du | df | stat) ;; # present is enough: no process spent
+    mkfs.*) v=$("$p" -V 2>&1 </dev/null | head -n1) ;;
+    *) v=$("$p" --version 2>&1 </dev/null | head -n1) ;;
+    esac
   fi
   printf 'ONESTOR_TOOL %s|%s|%s\\n' "$t" "$p" "$(printf '%s' "$v" | tr -d '|\\r')"
 done`;
@@ -117,13 +121,18 @@ function tempScript(location: string): ShellScript {
   // TEMP_PATTERNS are constant text of this module: the globs are written out as such.
   const globs = TEMP_PATTERNS.flatMap((p) => [raw(`"$l"/*/${p}`), raw(`"$l"/*/*/${p}`)]);
   return sh`l=${location}
+found=
 for p in ${joinScripts(globs, " ")}; do
   [ -e "$p" ] || [ -L "$p" ] || continue
+  found=1
   newest=$(find "$p" -printf '%T@\\n' 2>/dev/null | sort -n | tail -n1)
   printf 'ONESTOR_TEMP %s|%s|%s\\n' "\${newest%.*}" "$(du -sB1 -- "$p" 2>/dev/null | cut -f1)" "$p"
 done
-find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 -type l -printf '%l\\n' 2>/dev/null | grep -F -- "$l/" | sort -u |
-  sed 's/^/ONESTOR_OPEN /'`;
+# Which of them a process has open or works in (only looked at when there are any).
+if [ -n "$found" ]; then
+  find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 -type l -printf '%l\\n' 2>/dev/null | grep -F -- "$l/" |
+    sort -u | sed 's/^/ONESTOR_OPEN /'
+fi`;
 }
 
 function chainScript(dirs: readonly string[]): ShellScript {

@@ -124,7 +124,7 @@ labTest(
       const counters = new Map([...all].filter(([k]) => k.split("{")[0].endsWith("_total")));
       const expected = new Map<string, number>([
         ['onestor_actions_total{action="clone",kind="tm",result="success"}', 4],
-      ['onestor_actions_total{action="monitor",kind="ds",result="success"}', 1],
+        ['onestor_actions_total{action="monitor",kind="ds",result="success"}', 1],
         ['onestor_cache_hits_total{datastore="1",replica="replica"}', 2],
         ['onestor_cache_misses_total{datastore="1",replica="replica"}', 1],
         ['onestor_cache_fills_total{replica="replica",result="promoted"}', 1],
