@@ -207,3 +207,27 @@ Deno.test("errorKind() names the cause of a failure", () => {
   assert.equal(errorKind(new Error("x")), "other");
   assert.equal(errorKind("text"), "other");
 });
+
+Deno.test("the alerts of docs/operations.md pass promtool check rules", async () => {
+  const promtool = await runCommand(["sh", "-c", "command -v promtool"]);
+  if (promtool.code !== 0) {
+    if (Deno.env.get("ONESTOR_LAB") === "require") {
+      throw new Error("promtool is missing (bash scripts/setup.sh)");
+    }
+    console.log("promtool check skipped: promtool is not installed (bash scripts/setup.sh as root)");
+    return;
+  }
+  const doc = await Deno.readTextFile(new URL("../../docs/operations.md", import.meta.url));
+  const start = doc.indexOf("```yaml\ngroups:");
+  assert.ok(start >= 0, "the alert rules are in the docs");
+  const rules = doc.slice(start + "```yaml\n".length, doc.indexOf("```", start + 8));
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/rules.yml`, rules);
+    const check = await runCommand(["promtool", "check", "rules", `${dir}/rules.yml`]);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, /SUCCESS: 2 rules found/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
