@@ -27,6 +27,7 @@ import {
   type SettingValue,
   type ValueOfKey,
 } from "./schema.ts";
+import { onedDatastoreLocation } from "./oned_conf.ts";
 import { parseShellVars, splitWords } from "./shell_vars.ts";
 
 /** Options of {@linkcode loadConfig}. */
@@ -151,6 +152,20 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     warnings.push(message);
     warn(message);
   });
+
+  // Derived default: what oned itself uses (oned.conf, else oned's default for this install).
+  if (values.get("DATASTORE_LOCATION") === null) {
+    const location = onedDatastoreLocation({
+      root,
+      oneLocation,
+      warn: (message) => {
+        warnings.push(message);
+        warn(message);
+      },
+    });
+    values.set("DATASTORE_LOCATION", location.value);
+    if (location.source) sources.DATASTORE_LOCATION = { from: "file", ...location.source };
+  }
 
   const config: Record<string, unknown> = {};
   for (const spec of FIXED) config[fieldName(spec.key)] = values.get(spec.key);

@@ -166,7 +166,7 @@ export async function restore(services: TmServices, argv: readonly string[], rem
           () =>
             copyEntries(runner, {
               from: { host: null, dir: from.dir, entries: [from.entry] },
-              to: { host: vmDir.host, dir: vmDir.path },
+              to: { host: vmDir.host, dir: vmDir.path, confine: services.confine },
               sparse: true,
               dereference: true,
               checksum: services.checksum,

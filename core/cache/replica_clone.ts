@@ -29,6 +29,7 @@ import {
   getRunner,
   transferTimeoutMs,
 } from "../runtime.ts";
+import { tmConfinement } from "../remote/confine.ts";
 import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
 import { routedCopy } from "../transfer/routed_copy.ts";
 import { ownerId } from "./entry.ts";
@@ -68,7 +69,7 @@ function diskEntries(image: string, disk: string): CopyEntry[] {
 async function directCopy(request: ReplicaCloneRequest, stat: ImageStat): Promise<void> {
   const result = await copyEntries(getRunner(), {
     from: { host: null, dir: stat.dir, entries: diskEntries(stat.name, basenameOf(request.dest.path)) },
-    to: { host: request.dest.host, dir: dirnameOf(request.dest.path) },
+    to: { host: request.dest.host, dir: dirnameOf(request.dest.path), confine: tmConfinement(getConfig()) },
     sparse: request.sparse,
     checksum: checksumProgram(),
     timeoutMs: transferTimeoutMs(),
@@ -147,6 +148,7 @@ async function viaReplica(
         address: route.address,
         dir: destDir,
         entries,
+        confine: tmConfinement(config),
         hopOptions: config.replicaSshOpts,
       }
       : undefined,
@@ -199,7 +201,7 @@ async function viaReplica(
   try {
     const result = await routedCopy(runner, {
       from: { host: replica, dir: stat.dir, entries },
-      to: { host: request.dest.host, dir: destDir },
+      to: { host: request.dest.host, dir: destDir, confine: tmConfinement(config) },
       sparse: request.sparse,
       checksum: checksumProgram(),
       toHopOptions: config.replicaSshOpts,

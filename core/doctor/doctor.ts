@@ -18,6 +18,7 @@ import { cacheFindings, deepFindings, folderStates, type HolderCheck } from "./c
 import { configFindings, type ConfigPlace, frontendTools, metricsStoreFinding } from "./config_findings.ts";
 import { finding, type Result, sortFindings } from "./finding.ts";
 import { removeGarbage } from "./fix.ts";
+import { normalizePath, tmConfinement } from "../remote/confine.ts";
 import { chainFindings, clockFinding, folderFindings, tempFindings, toolFindings } from "./host_findings.ts";
 import { buildPlan, type DoctorPlan, type HostPlan, type Inventory, type Selection } from "./plan.ts";
 import { type HostFacts, parseProbe, probeScript } from "./probe.ts";
@@ -316,6 +317,17 @@ export async function runDoctor(ctx: DoctorContext): Promise<Result[]> {
     }, ctx.selection)
     : null;
   const sshCtx: SshFixContext = { user: ctx.user, publicKey: frontendPublicKey(ctx.home) };
+  if (plan && config.datastoreLocation && normalizePath(config.datastoreLocation) !== plan.dsLocation) {
+    findings.push(finding(
+      "datastore-location",
+      "DATASTORE_LOCATION",
+      null,
+      "warn",
+      `DATASTORE_LOCATION is ${config.datastoreLocation} but the datastores' BASE_PATH are under ${plan.dsLocation}: ` +
+        `unless one is a symlink to the other, every write there is refused`,
+      `set DATASTORE_LOCATION=${plan.dsLocation} in onestor.conf (or correct oned.conf)`,
+    ));
+  }
   const [frontend, probes] = await Promise.all([
     ctx.selection.host === null ? frontendFindings(ctx, config, plan) : Promise.resolve([]),
     plan
@@ -348,7 +360,12 @@ export async function runDoctor(ctx: DoctorContext): Promise<Result[]> {
     for (const f of findings) {
       if (!f.garbage) continue;
       try {
-        f.fixed = await removeGarbage(ctx.runner, f.garbage, config.sshControlTimeout * 1000 || 60_000);
+        f.fixed = await removeGarbage(
+          ctx.runner,
+          f.garbage,
+          config.sshControlTimeout * 1000 || 60_000,
+          tmConfinement(config),
+        );
         // Gone: no longer a problem (the cause says what it was).
         if (/^(removed|already gone)/.test(f.fixed)) f.status = "ok";
       } catch (error) {

@@ -17,12 +17,22 @@
 
 import { leaseName } from "../cache/entry.ts";
 import { ReplicaFolder } from "../cache/store.ts";
+import { confine, type Confinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
 import type { Garbage } from "./finding.ts";
 
-/** Removes one piece of garbage; returns what was done, for the report. */
-export async function removeGarbage(runner: HostRunner, g: Garbage, timeoutMs: number): Promise<string> {
+/**
+ * Removes one piece of garbage; returns what was done, for the report. `confinement` bounds where
+ * a temporary item may be removed (DATASTORE_LOCATION); records go through the cache store, which
+ * confines its own transactions.
+ */
+export async function removeGarbage(
+  runner: HostRunner,
+  g: Garbage,
+  timeoutMs: number,
+  confinement: Confinement,
+): Promise<string> {
   switch (g.kind) {
     case "lease":
     case "record": {
@@ -56,10 +66,10 @@ export async function removeGarbage(runner: HostRunner, g: Garbage, timeoutMs: n
     }
     case "temporary": {
       const min = g.minAgeSeconds ?? 0;
-      // confine: a removal script; it removes one of onestor's own temporary names under the datastore location.
       const out = await runner.output(
         g.host,
-        sh`cd -- ${g.dir} 2>/dev/null || { echo ONESTOR_GONE; exit 0; }
+        sh`${confine(confinement, g.host, { remove: [`${g.dir}/${g.name}`] })}
+cd -- ${g.dir} 2>/dev/null || { echo ONESTOR_GONE; exit 0; }
 [ -e ${g.name} ] || [ -L ${g.name} ] || { echo ONESTOR_GONE; exit 0; }
 newest=$(find ${g.name} -printf '%T@\\n' 2>/dev/null | sort -n | tail -n1)
 now=$(date +%s)
