@@ -167,7 +167,10 @@ labTest(
           env: world.env(),
         });
         assert.equal(tty.code, 0, tty.stderr);
-        const bar = tty.stdout.split("\r\x1b[2K").filter((l) => l.trim() !== "").pop() ?? "";
+        // The last redraw of the bar, up to the end of its line (log lines and the result follow).
+        const bar = (tty.stdout.split("\r\x1b[2K").filter((l) =>
+          l.trim() !== ""
+        ).pop() ?? "").split(/\r?\n/)[0];
         assert.match(
           bar.trim(),
           /^\[#+\] 100% {2}16\.0\/16\.0 MiB {2}[0-9.]+ MiB\/s {2}.*Copying .*disk\.raw$/,
