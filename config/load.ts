@@ -234,7 +234,7 @@ function unknownKeyMessage(
 }
 
 /** The closest known key by edit distance, preferring keys of the same file on a tie. */
-function suggest(name: string, id: ConfigFileId): { key: string; file: ConfigFileId } | undefined {
+export function suggest(name: string, id: ConfigFileId): { key: string; file: ConfigFileId } | undefined {
   const upper = name.toUpperCase();
   const candidates: { key: string; file: ConfigFileId }[] = FIXED.map((s) => ({ key: s.key, file: s.file }));
   // A family member keeps the suffix the user wrote: FS_OPT_ext4 → FS_OPTS_ext4.

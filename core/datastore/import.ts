@@ -23,7 +23,7 @@ import { datastoreDriver } from "../validate.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkHashValue, openImageStream, parseRate } from "./image_stream.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
-import { Progress } from "./progress.ts";
+import { ProgressReporter } from "../progress/reporter.ts";
 import { dirPolicy, isAllowed, notAllowedError, resolveAllowedPath } from "./safe_dirs.ts";
 import { writeStream } from "./sink.ts";
 import { fsSpace } from "./space.ts";
@@ -153,7 +153,7 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
       : `Copying image ${plan.path} to the image repository on ${where}`,
   );
   const room = await roomFor(env, host, plan.basePath);
-  const progress = new Progress(`Copying ${plan.path}`, source.size);
+  const progress = new ProgressReporter({ label: `Copying ${plan.path}`, total: source.size });
   const cleanup = async () => {
     await runner.run(host, confined(c, host, { remove: [staging, tmp] }, sh`rm -f -- ${staging} ${tmp}`), {
       check: false,

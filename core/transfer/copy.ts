@@ -23,6 +23,7 @@ import { lastLines } from "../remote/process.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { hopScript } from "../remote/ssh.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** One file or folder to copy, relative to the source folder. */
 export interface CopyEntry {
@@ -55,6 +56,8 @@ export interface CopyRequest {
   timeoutMs?: number;
   /** Human description for errors, e.g. "Error copying fe:/x to hv1:/y". */
   what?: string;
+  /** The `hop` label of its transfer metrics when the ends alone do not tell (e.g. `replica_to_host`). */
+  hop?: string;
 }
 
 /** What a finished copy moved. */
@@ -279,6 +282,7 @@ ${ssh} | bash -c ${receiver.text}`;
   await runner.run(request.to.host, commitScript(request, tmp), {
     what: `${what}: cannot move the copy into place`,
   });
+  metrics.copied(request, runner, bytes, started);
   return {
     streamBytes: bytes,
     streamChecksum: srcSum ?? "",

@@ -30,6 +30,7 @@ import {
   receiverScript,
   senderScript,
 } from "./copy.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** A cut-through copy (see the module doc). */
 export interface FanoutRequest {
@@ -305,6 +306,9 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
     if (problem !== null) await cleanupForward();
     forwardResult = { ok: problem === null, problem };
   }
+  const seconds = (performance.now() - started) / 1000;
+  metrics.transfer("frontend_to_replica", request.relay.host, bytes, seconds);
+  if (forwardResult?.ok) metrics.transfer("replica_to_host", request.forward!.host, bytes, seconds);
   return {
     streamBytes: bytes,
     streamChecksum: srcSum,
