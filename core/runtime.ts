@@ -21,6 +21,7 @@ export function getConfig(): Config {
     config = loadConfig();
     transferDefaults.checksum = checksumProgram();
     transferDefaults.compression = config.transferCompression;
+    transferDefaults.controlTimeoutMs = config.sshControlTimeout * 1000;
   }
   return config;
 }

@@ -74,10 +74,18 @@ export interface CopyResult {
 export type Compression = "none" | "gzip" | "zstd" | "xz";
 
 /** Defaults of every copy, set once per process from the configuration (core/runtime.ts). */
-export const transferDefaults: { checksum: string; compression: Compression } = {
+export const transferDefaults: { checksum: string; compression: Compression; controlTimeoutMs: number } = {
   checksum: "b2sum",
   compression: "none",
+  // Commits and clean-ups move no data: bounded like every control command (SSH_CONTROL_TIMEOUT),
+  // so a host cut off mid-copy cannot hold the action on a stalled connection.
+  controlTimeoutMs: 120_000,
 };
+
+/** Options of the commit and clean-up calls of a copy. */
+export function controlOptions(what?: string): { timeoutMs: number; what?: string } {
+  return { timeoutMs: transferDefaults.controlTimeoutMs, what };
+}
 
 const COMPRESS: Record<Compression, [string, string]> = {
   none: ["", ""],
@@ -180,6 +188,15 @@ ${raw(moves.join("\n"))}
 rm -rf -- ${tmp}`;
 }
 
+/**
+ * The detail of a failed copy, with a full destination said in plain words: tar reports it as
+ * "Wrote only N of M bytes", which does not tell an administrator that a disk is full.
+ */
+export function explainFailure(detail: string, request: CopyRequest): string {
+  if (!/No space left on device|Wrote only \d+ of \d+ bytes|Disk quota exceeded/.test(detail)) return detail;
+  return `no space left on ${request.to.host ?? "front-end"}:${request.to.dir} (${detail})`;
+}
+
 /** Removes the temporary folder after a failed copy. */
 export function cleanupScript(request: CopyRequest, tmp: string): ShellScript {
   return sh`${confine(request.to.confine, request.to.host, { remove: [`${request.to.dir}/${tmp}`] })}
@@ -260,28 +277,39 @@ ${ssh} | bash -c ${receiver.text}`;
     hopOptions: runOn === request.from.host ? request.fromHopOptions : undefined,
     what,
   }).catch(async (error) => {
-    await runner.run(request.to.host, cleanupScript(request, tmp), { check: false }).catch(() => {});
+    await runner.run(request.to.host, cleanupScript(request, tmp), { check: false, ...controlOptions() })
+      .catch(() => {});
     throw error;
   });
   const srcSum = marker(result.stderr, "ONESTOR_SRC_SUM");
   const dstSum = marker(result.stdout, "ONESTOR_DST_SUM");
   const bytes = Number(marker(result.stderr, "ONESTOR_SRC_BYTES") ?? "0");
   const fail = async (message: string): Promise<never> => {
-    await runner.run(request.to.host, cleanupScript(request, tmp), { check: false }).catch(() => {});
+    await runner.run(request.to.host, cleanupScript(request, tmp), { check: false, ...controlOptions() })
+      .catch(() => {});
     throw new CopyError(message);
   };
+  if (result.timedOut) {
+    const hosts = [...new Set([request.from.host ?? "front-end", request.to.host ?? "front-end"])];
+    await fail(
+      `${what}: not finished after ${Math.round(timeoutMs / 1000)} s (SSH_TRANSFER_TIMEOUT); ` +
+        `check that ${hosts.join(" and ")} can be reached`,
+    );
+  }
   if (result.code !== 0) {
     const detail = lastLines(result.stderr.replace(/^ONESTOR_\S+.*$/gm, ""));
-    await fail(`${what}: ${detail || `exit code ${result.code}`}`);
+    await fail(`${what}: ${explainFailure(detail, request) || `exit code ${result.code}`}`);
   }
   if (checksumOf(request) !== "none" && (!srcSum || srcSum !== dstSum)) {
     await fail(
       `${what}: checksum mismatch (sent ${srcSum || "?"}, received ${dstSum || "?"}); nothing was replaced`,
     );
   }
-  await runner.run(request.to.host, commitScript(request, tmp), {
-    what: `${what}: cannot move the copy into place`,
-  });
+  await runner.run(
+    request.to.host,
+    commitScript(request, tmp),
+    controlOptions(`${what}: cannot move the copy into place`),
+  );
   metrics.copied(request, runner, bytes, started);
   return {
     streamBytes: bytes,

@@ -24,6 +24,7 @@ import { classifySshFailure, describeSshFailure, hopScript } from "../remote/ssh
 import {
   cleanupScript,
   commitScript,
+  controlOptions,
   type CopyEntry,
   CopyError,
   type CopyRequest,
@@ -237,7 +238,8 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
   );
   const cleanupForward = async () => {
     if (forward && fwdRequest) {
-      await runner.run(forward.host, cleanupScript(fwdRequest, fwdTmp), { check: false }).catch(() => {});
+      await runner.run(forward.host, cleanupScript(fwdRequest, fwdTmp), { check: false, ...controlOptions() })
+        .catch(() => {});
     }
   };
   let result;
@@ -296,9 +298,11 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
     }
     if (problem === null) {
       try {
-        await runner.run(forward.host, commitScript(fwdRequest, fwdTmp), {
-          what: `${what}: cannot move the copy into place`,
-        });
+        await runner.run(
+          forward.host,
+          commitScript(fwdRequest, fwdTmp),
+          controlOptions(`${what}: cannot move the copy into place`),
+        );
       } catch (error) {
         problem = error instanceof Error ? error.message : String(error);
       }

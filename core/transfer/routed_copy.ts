@@ -18,10 +18,12 @@ import { hopScript } from "../remote/ssh.ts";
 import {
   cleanupScript,
   commitScript,
+  controlOptions,
   copyEntries,
   CopyError,
   type CopyRequest,
   type CopyResult,
+  explainFailure,
   receiverScript,
   senderScript,
 } from "./copy.ts";
@@ -80,7 +82,7 @@ ${pull} | bash -c ${receiverScript(request, tmp).text}`;
     runOn = to;
   }
   const fail = async (message: string): Promise<never> => {
-    await runner.run(to, cleanupScript(request, tmp), { check: false }).catch(() => {});
+    await runner.run(to, cleanupScript(request, tmp), { check: false, ...controlOptions() }).catch(() => {});
     throw new CopyError(message);
   };
   const result = await runner.run(runOn, pipeline, {
@@ -89,7 +91,7 @@ ${pull} | bash -c ${receiverScript(request, tmp).text}`;
     timeoutMs: request.timeoutMs ?? 0,
     what,
   }).catch(async (error) => {
-    await runner.run(to, cleanupScript(request, tmp), { check: false }).catch(() => {});
+    await runner.run(to, cleanupScript(request, tmp), { check: false, ...controlOptions() }).catch(() => {});
     throw error;
   });
   const both = `${result.stdout}\n${result.stderr}`;
@@ -97,14 +99,18 @@ ${pull} | bash -c ${receiverScript(request, tmp).text}`;
   const dstSum = marker(both, "ONESTOR_DST_SUM");
   if (result.code !== 0) {
     const detail = lastLines(result.stderr.replace(/^ONESTOR_\S+.*$/gm, ""));
-    await fail(`${what}: ${detail || `exit code ${result.code}`}`);
+    await fail(`${what}: ${explainFailure(detail, request) || `exit code ${result.code}`}`);
   }
   if (checksum !== "none" && (!srcSum || srcSum !== dstSum)) {
     await fail(
       `${what}: checksum mismatch (sent ${srcSum || "?"}, received ${dstSum || "?"}); nothing was replaced`,
     );
   }
-  await runner.run(to, commitScript(request, tmp), { what: `${what}: cannot move the copy into place` });
+  await runner.run(
+    to,
+    commitScript(request, tmp),
+    controlOptions(`${what}: cannot move the copy into place`),
+  );
   metrics.copied(request, runner, Number(marker(both, "ONESTOR_SRC_BYTES") || "0"), started);
   return {
     streamBytes: Number(marker(both, "ONESTOR_SRC_BYTES") || "0"),
