@@ -28,7 +28,9 @@ export function decodeBase64Text(base64: string, what: string): string {
   } catch {
     throw new InputError(`${what} is not valid base64`);
   }
-  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  // A plain loop: Uint8Array.from with a mapping function took seconds for a 32 MiB input.
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   return new TextDecoder().decode(bytes);
 }
 
