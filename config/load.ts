@@ -287,7 +287,9 @@ function convert(spec: SettingSpec, raw: string, subject: string): SettingValue 
   const text = raw.trim();
   if (text === "") return emptyValue(spec);
   const bad = (expected = SETTING_TYPES[spec.type].expected) =>
-    new ConfigError(`${subject} must be ${expected}, not "${raw}"`);
+    new ConfigError(
+      `${subject} must be ${expected}, not "${raw.length > 80 ? `${raw.slice(0, 77)}...` : raw}"`,
+    );
 
   switch (spec.type) {
     case "string":
