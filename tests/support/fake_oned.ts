@@ -46,6 +46,12 @@ export interface InjectedFailure {
   httpStatus?: number;
   /** How many calls fail (default 1). */
   times?: number;
+  /** Answer with this body (HTTP 200, text/xml) verbatim: a malformed or hostile answer. */
+  body?: string;
+  /** With `body`: send it in pieces of `dribbleBytes`, one every `dribbleMs` (a slow answer). */
+  dribbleMs?: number;
+  /** Piece size of a dribbled body (default 16 bytes). */
+  dribbleBytes?: number;
 }
 
 /** Options of {@linkcode FakeOned.start}. */
@@ -116,6 +122,24 @@ function decodeParam(value: XmlElement): FakeParam {
     default:
       throw new Error(`Unsupported parameter type <${typed.name}>`);
   }
+}
+
+/** A verbatim answer, all at once or dribbled slowly until the client gives up. */
+function rawResponse(failure: InjectedFailure, signal: AbortSignal): Response {
+  const bytes = new TextEncoder().encode(failure.body ?? "");
+  const headers = { "content-type": "text/xml" };
+  if (!failure.dribbleMs) return new Response(bytes, { headers });
+  const piece = failure.dribbleBytes ?? 16;
+  let at = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (at >= bytes.length || signal.aborted) return controller.close();
+      await new Promise((r) => setTimeout(r, failure.dribbleMs));
+      controller.enqueue(bytes.subarray(at, at + piece));
+      at += piece;
+    },
+  });
+  return new Response(stream, { headers });
 }
 
 /** An in-process fake of oned's XML-RPC API. */
@@ -268,6 +292,7 @@ export class FakeOned {
     const injected = this.#failures.get(method);
     if (injected) {
       if (--injected.left <= 0) this.#failures.delete(method);
+      if (injected.body !== undefined) return rawResponse(injected, request.signal);
       if (injected.httpStatus) return new Response("injected failure", { status: injected.httpStatus });
       if (injected.fault) return xml(faultXml(injected.code ?? -500, injected.message ?? "injected fault"));
       return xml(responseXml([
