@@ -49,14 +49,19 @@ const ADMIN: Record<string, () => Promise<{ run: (args: string[]) => Promise<num
   metrics: () => import("./actions/admin/metrics.ts"),
 };
 
-async function runAction(spec: ActionSpec, driver: string, args: string[]): Promise<void> {
+/** The usage error of `args` for `spec`, or null when their count fits. */
+export function argumentCountError(spec: ActionSpec, args: readonly string[]): UsageError | null {
   const [min, max] = spec.args;
-  if (args.length < min || args.length > max) {
-    const expected = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
-    throw new UsageError(
-      `Wrong number of arguments for ${spec.kind} action ${spec.name}: got ${args.length}, expected ${expected} (${spec.usage})`,
-    );
-  }
+  if (args.length >= min && args.length <= max) return null;
+  const expected = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
+  return new UsageError(
+    `Wrong number of arguments for ${spec.kind} action ${spec.name}: got ${args.length}, expected ${expected} (${spec.usage})`,
+  );
+}
+
+async function runAction(spec: ActionSpec, driver: string, args: string[]): Promise<void> {
+  const wrong = argumentCountError(spec, args);
+  if (wrong) throw wrong;
   const module = await spec.load();
   running = { action: spec.name, kind: spec.kind, started: performance.now() };
   await module.run(processContext(spec.name, spec.kind, driver, args));
