@@ -328,6 +328,12 @@ function convert(spec: SettingSpec, raw: string, subject: string): SettingValue 
         throw bad(`${SETTING_TYPES[spec.type].expected} (${(error as Error).message})`);
       }
       if (spec.type === "ssh-options" && !words[0].startsWith("-")) throw bad();
+      if (spec.type === "ssh-options" && disablesHostKeys(words)) {
+        throw new ConfigError(
+          `${subject} must not turn host key checking off (${words.join(" ")}): record the hosts' keys in ` +
+            "known_hosts instead (onestor doctor names the commands)",
+        );
+      }
       return words;
     }
     case "path": {
@@ -344,6 +350,13 @@ function convert(spec: SettingSpec, raw: string, subject: string): SettingValue 
       return text;
     }
   }
+}
+
+/** Whether OpenSSH options switch host key verification off (StrictHostKeyChecking, a null known_hosts). */
+export function disablesHostKeys(words: readonly string[]): boolean {
+  const text = words.join(" ").toLowerCase().replace(/\s*=\s*/g, "=");
+  return /stricthostkeychecking[= ](no|off|accept-new)\b/.test(text) ||
+    /userknownhostsfile[= ]\/dev\/null\b/.test(text);
 }
 
 function integerExpectation(spec: SettingSpec): string {

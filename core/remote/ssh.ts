@@ -79,7 +79,15 @@ export function describeSshFailure(
     case "auth":
       return `SSH authentication to host ${host} failed: ${detail} (check the keys of this user on the front-end and authorized_keys on ${host})`;
     case "hostkey":
-      return `Host key of ${host} does not match known_hosts: ${detail} (verify the host, then update known_hosts)`;
+      // Never answered by turning StrictHostKeyChecking off: the fix is to record the right key.
+      if (/CHANGED|has changed|does not match/i.test(result.stderr)) {
+        return `Host key of ${host} does not match known_hosts (it changed, or another machine answers ` +
+          `for ${host}): if ${host} was reinstalled, run ssh-keygen -R ${host} and ssh-keyscan -H ${host} ` +
+          `>>~/.ssh/known_hosts after comparing its fingerprint; onestor doctor shows the check`;
+      }
+      return `Host key of ${host} is not in known_hosts (${detail || "host key verification failed"}): ` +
+        `run ssh-keyscan -H ${host} >>~/.ssh/known_hosts after checking its fingerprint; ` +
+        `onestor doctor checks every hop`;
     case "timeout":
       return `${what ?? "Command"} on host ${host} timed out after ${Math.round((timeoutMs ?? 0) / 1000)} s`;
     default:
