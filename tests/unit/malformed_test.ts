@@ -20,6 +20,7 @@ import { datastoreXml, imageXml, vmXml } from "../support/fixtures.ts";
 import { FakeOned } from "../support/fake_oned.ts";
 import { onestor } from "../support/run_onestor.ts";
 import { failureInfo } from "../support/world.ts";
+import { Seeded, seedOf, soaking } from "../support/seeded.ts";
 
 const counts = { stdin: 0, xmlrpc: 0, config: 0, argv: 0, spawned: 0 };
 
@@ -80,6 +81,66 @@ Deno.test("DS_DRIVER_ACTION_DATA: every broken or hostile stdin is refused in pr
     counts.stdin++;
     assert.throws(() => parseBase64Xml(input, "VM", "VM XML"), OneStorError);
   }
+});
+
+Deno.test("seeded mutations of a valid stdin: every one parses or is refused with a OneStorError", () => {
+  const rng = new Seeded(seedOf(7));
+  const n = soaking() ? 20_000 : 1_000;
+  const pieces = [
+    "<",
+    ">",
+    "&",
+    "&amp;",
+    "&#0;",
+    "&#x110000;",
+    "]]>",
+    "<![CDATA[",
+    "</IMAGE>",
+    "<IMAGE>",
+    "\0",
+    "\uffff",
+    '"',
+    "<!--",
+    "<?",
+  ];
+  let accepted = 0;
+  for (let i = 0; i < n; i++) {
+    let text = GOOD;
+    for (let k = rng.int(1, 4); k > 0; k--) {
+      const at = rng.int(0, text.length);
+      switch (rng.int(0, 3)) {
+        case 0:
+          text = text.slice(0, at); // truncated
+          break;
+        case 1:
+          text = text.slice(0, at) + rng.pick(pieces) + text.slice(at);
+          break;
+        case 2:
+          text = text.slice(0, at) + text.slice(at + rng.int(1, 40));
+          break;
+        default:
+          text = text.slice(0, at) + String.fromCharCode(rng.int(0, 0x7f)) + text.slice(at + 1);
+      }
+    }
+    const input = rng.next() < 0.1 ? b64(text).slice(0, rng.int(0, b64(text).length)) : b64(text);
+    counts.stdin++;
+    try {
+      const a = parseDriverAction(input);
+      // What the actions read first must also fail cleanly or give a value.
+      void [a.dsBasePath, a.imageSource, a.imagePath, a.imageType, a.dsType, a.dsId, a.bridgeList];
+      accepted++;
+    } catch (e) {
+      assert.ok(
+        e instanceof OneStorError,
+        `mutation ${i} (seed ${rng.seed}): ${e}\n${JSON.stringify(text).slice(0, 300)}`,
+      );
+    }
+  }
+  console.log(
+    `malformed input: ${n} seeded mutations (seed ${rng.seed}): ${
+      n - accepted
+    } refused, ${accepted} still valid`,
+  );
 });
 
 /** Runs onestor and checks a clean refusal: the exit code and exactly one line for oned. */
