@@ -26,8 +26,8 @@ const DS = "/var/lib/one/datastores";
 const FE = "frontend";
 const ONESTOR_CONF = "/var/lib/one/remotes/etc/onestor/onestor.conf";
 const SSHRC = "/var/lib/one/remotes/etc/tm/ssh/sshrc";
-const TRANSFER_TIMEOUT = 12;
-const CONTROL_TIMEOUT = 8;
+const TRANSFER_TIMEOUT = 8;
+const CONTROL_TIMEOUT = 5;
 
 labTest(
   "outages: full disks on the hypervisor, the front-end and the replica; hosts cut off mid-copy",
@@ -240,7 +240,7 @@ labTest(
       async () => {
         const id = deployVm(big.path, "hv1", 100, 24);
         const dir = `${DS}/100/${id}`;
-        await world.sh("hv1", `mkdir -p ${dir} && head -c 40M /dev/urandom >${dir}/disk.0`, {
+        await world.sh("hv1", `mkdir -p ${dir} && head -c 24M /dev/urandom >${dir}/disk.0`, {
           user: "oneadmin",
         });
         const before = await sum("hv1", `${dir}/disk.0`);
