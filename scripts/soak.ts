@@ -40,7 +40,7 @@ for await (const chunk of child.stdout) {
   pending += text;
   const lines = pending.split("\n");
   pending = lines.pop() ?? "";
-  for (const line of lines) if (COUNT_LINE.test(line)) counts.push(line);
+  for (const line of lines) if (COUNT_LINE.test(line) && !line.includes(" ...")) counts.push(line);
 }
 const status = await child.status;
 const minutes = (performance.now() - started) / 60000;
