@@ -1,18 +1,6 @@
 import assert from "node:assert/strict";
 import { onestor } from "../support/run_onestor.ts";
-
-async function withRoot(files: Record<string, string>, fn: (root: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir();
-  try {
-    for (const [path, text] of Object.entries(files)) {
-      await Deno.mkdir(`${root}${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
-      await Deno.writeTextFile(`${root}${path}`, text);
-    }
-    await fn(root);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
+import { withRoot } from "../support/config_root.ts";
 
 Deno.test("onestor config shows each value with the file and line it came from", async () => {
   await withRoot(

@@ -2,19 +2,7 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../../config/load.ts";
 import { onedConfPath, parseOnedDatastoreLocation } from "../../config/oned_conf.ts";
-
-async function withRoot(files: Record<string, string>, fn: (root: string) => void | Promise<void>) {
-  const root = await Deno.makeTempDir({ prefix: "onestor_oned_conf_" });
-  try {
-    for (const [path, text] of Object.entries(files)) {
-      await Deno.mkdir(`${root}${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
-      await Deno.writeTextFile(`${root}${path}`, text);
-    }
-    await fn(root);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
+import { withRoot } from "../support/config_root.ts";
 
 const ONED_CONF = `#*******************
 # DATASTORE_LOCATION = /commented/out
