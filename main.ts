@@ -21,6 +21,8 @@ Usage:
   onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall]
                                        lay the launcher and action symlinks under DIR/tm and DIR/datastore
   onestor cache ls|warm|evict|verify   manage the per-cluster replica cache
+  onestor recovery run|daemon|status|restore
+                                       recovery points of protected disks (RECOVERY_SNAPSHOT_FREQ)
   onestor doctor                       check configuration, SSH mesh, caches
   onestor config [--check]             print the effective configuration
   onestor --help | --version
@@ -36,6 +38,7 @@ DS actions: ${DS_ACTIONS.map((a) => a.name).join(", ")}
 const ADMIN: Record<string, () => Promise<{ run: (args: string[]) => Promise<number | void> }>> = {
   install: () => import("./actions/admin/install.ts"),
   cache: () => import("./actions/admin/cache.ts"),
+  recovery: () => import("./actions/admin/recovery.ts"),
   doctor: () => import("./actions/admin/doctor.ts"),
   config: () => import("./actions/admin/config.ts"),
 };
