@@ -38,6 +38,8 @@ export interface DiskRunState {
   last_error: { time: number; message: string } | null;
   /** A warning of the last successful period (a merge or clean-up left for later). */
   last_warning: string | null;
+  /** Time of the newest point this front-end made or saw (kept when the replica cannot be read). */
+  last_point_time?: number | null;
   last_period: PeriodSummary | null;
 }
 

@@ -25,6 +25,8 @@ import { BITMAP_PREFIX, bitmapName, scratchPrefix, statusFileName } from "./name
 
 /** Exit status when the domain does not run (nothing was done). */
 export const EXIT_NOT_RUNNING = 3;
+/** Exit status when the domain runs another job (a backup, a block job): nothing was done. */
+export const EXIT_BUSY = 76;
 /** Exit status when the domain's disks changed while the job ran. */
 export const EXIT_DISKS_CHANGED = 75;
 
@@ -175,6 +177,16 @@ case $target in *[!a-z0-9]*|'') echo "Unexpected target name $target" >&2; exit 
 src=$(onestor_source "$dom" "$target")
 fmt=$(qemu-img info -U --output=json -- "$disk" | sed -n 's/^ *"format": *"\\([a-z0-9]*\\)".*/\\1/p' | head -n 1)
 before=$(onestor_virsh domblklist "$dom" --details) || exit 1
+# libvirt runs one job per domain; a second backup-begin would wait 30 s for its lock, then fail.
+jinfo=$(onestor_virsh domjobinfo "$dom" 2>/dev/null)
+jtype=$(printf '%s\n' "$jinfo" | awk -F: '/^Job type/ { gsub(/ /, "", $2); print $2 }')
+case $jtype in
+  Bounded|Unbounded)
+    jop=$(printf '%s\n' "$jinfo" | awk -F: '/^Operation/ { gsub(/^ +| +$/, "", $2); print $2 }')
+    echo "Domain $dom runs another job (\${jop:-unknown}, e.g. a backup): the point is taken at a next period" >&2
+    exit ${EXIT_BUSY}
+    ;;
+esac
 for f in ${request.vmDir}/${raw(scratchPrefix(request.diskId))}*; do [ -e "$f" ] && rm -f -- "$f"; done
 for c in $(onestor_virsh checkpoint-list "$dom" --name | grep ${`^${prefix}[0-9][0-9]*$`}); do
   [ "$c" = ${headName} ] || onestor_drop "$dom" "$c"

@@ -123,7 +123,8 @@ async function finishMerge(
     ),
     { what: `Error merging ${step.from} into ${step.into}`, timeoutMs: services.transferTimeoutMs },
   );
-  const next = await applyMerge(record, step, markers(out), store.now());
+  const above = markers(out.replace(/^ONESTOR_(SUM|SIZE)=.*$/gm, "").replace(/^ONESTOR_ABOVE_/gm, "ONESTOR_"));
+  const next = await applyMerge(record, step, markers(out), above, store.now());
   const text = await store.writeRecord(recordText, next);
   await store.remove([step.from]);
   return { text, record: next };
@@ -191,7 +192,7 @@ export async function runPeriod(
   );
   const runner = services.runner;
   const uri = services.config.libvirtUri;
-  let lastPointTime: number | null = null;
+  let lastPointTime: number | null = runState.last_point_time ?? null;
   let job: PeriodJobResult | null = null;
   let record: RecoveryRecord | null = null;
   let newId = 0;
@@ -223,6 +224,7 @@ export async function runPeriod(
       ({ text: recordText, record } = await finishMerge(services, store, recordText!, record));
     }
     lastPointTime = record ? latestPoint(record)?.time ?? null : null;
+    runState.last_point_time = lastPointTime;
     const stray = strayEntries(state.entries, record);
     if (stray.length > 0) await store.remove(stray);
 
@@ -357,6 +359,7 @@ export async function runPeriod(
         `${mib(copy.streamBytes)} moved, ${mib(data)} of data, in ${seconds.toFixed(1)} s`,
     );
     runState.last_success = now();
+    runState.last_point_time = committed.time;
     runState.last_error = null;
     runState.last_warning = warning;
     runState.last_period = {

@@ -294,13 +294,14 @@ export function planMerge(record: RecoveryRecord, keep: number): MergeStep | nul
 }
 
 /**
- * The record after merge `step` finished: `from` is gone, `above` is an overlay of `into`, whose
- * new checksum and size are given; points whose top was `from` are gone (they were not kept).
+ * The record after merge `step` finished: `from` is gone, `above` is an overlay of `into`; the new
+ * checksums and sizes of both are given; points whose top was `from` are gone (they were not kept).
  */
 export async function applyMerge(
   record: RecoveryRecord,
   step: MergeStep,
   into: { sum: string; size: number },
+  above: { sum: string; size: number },
   now: number,
 ): Promise<RecoveryRecord> {
   const files = { ...record.files };
@@ -308,7 +309,8 @@ export async function applyMerge(
     throw new RecordError(`merge of ${step.from} into ${step.into} names a file the record lacks`);
   }
   files[step.into] = { ...files[step.into], sum: into.sum, size: into.size };
-  files[step.above] = { ...files[step.above], backing: step.into };
+  // Re-chaining rewrote the header of `above`: its bytes, so its checksum, changed too.
+  files[step.above] = { ...files[step.above], backing: step.into, sum: above.sum, size: above.size };
   delete files[step.from];
   const merged: RecoveryRecord = {
     ...record,

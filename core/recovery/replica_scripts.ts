@@ -157,7 +157,8 @@ ${failpoint("commit")}`;
 /**
  * One merge step: the increment `from` committed into its backing file `into` (only `from`'s
  * clusters are written; `-d` keeps `from` whole, so the chains above read the same bytes until it
- * is removed), `above` re-chained onto `into`, `into` checked and checksummed. Safe to run again
+ * is removed), `above` re-chained onto `into` (its header changes: it is checksummed again too),
+ * `into` checked and checksummed. Safe to run again
  * after an interruption: committing the same clusters twice gives the same file.
  */
 export function mergeScript(
@@ -186,7 +187,9 @@ fi
 qemu-img rebase -q -u -f qcow2 -b ${into} -F ${intoFormat} -- ${above} || fail ${`Cannot chain ${above} to ${into}`}
 ${check}
 echo "ONESTOR_SIZE=$(stat -c %s -- ${into})"
-echo "ONESTOR_SUM=$(${sumProgram(algorithm)} <${into} | cut -d' ' -f1)"`;
+echo "ONESTOR_SUM=$(${sumProgram(algorithm)} <${into} | cut -d' ' -f1)"
+echo "ONESTOR_ABOVE_SIZE=$(stat -c %s -- ${above})"
+echo "ONESTOR_ABOVE_SUM=$(${sumProgram(algorithm)} <${above} | cut -d' ' -f1)"`;
 }
 
 /** Removes files of the folder (names from the record or its listing). */
