@@ -123,7 +123,9 @@ async function finishMerge(
     ),
     { what: `Error merging ${step.from} into ${step.into}`, timeoutMs: services.transferTimeoutMs },
   );
-  const above = markers(out.replace(/^ONESTOR_(SUM|SIZE)=.*$/gm, "").replace(/^ONESTOR_ABOVE_/gm, "ONESTOR_"));
+  const above = markers(
+    out.replace(/^ONESTOR_(SUM|SIZE)=.*$/gm, "").replace(/^ONESTOR_ABOVE_/gm, "ONESTOR_"),
+  );
   const next = await applyMerge(record, step, markers(out), above, store.now());
   const text = await store.writeRecord(recordText, next);
   await store.remove([step.from]);
