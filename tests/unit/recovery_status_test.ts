@@ -6,6 +6,7 @@ import { type ProtectedDisk, readInventory, runnable } from "../../core/recovery
 import { diskStatus, formatStatus, STATUS_VERSION } from "../../core/recovery/status.ts";
 import { newRecord, type RecoveryRecord } from "../../core/recovery/record.ts";
 import { pool } from "../../core/recovery/scheduler.ts";
+import type { DiskRunState } from "../../core/recovery/frontend_state.ts";
 import { renderUnit, unitTemplate } from "../../core/install/recovery_unit.ts";
 import { isProtected, isRecreate } from "../../core/recovery/hooks.ts";
 import { VmView } from "../../core/one/objects.ts";
