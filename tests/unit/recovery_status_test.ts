@@ -111,7 +111,7 @@ function withPoint(time: number): RecoveryRecord {
   };
 }
 
-const noRun = {
+const noRun: DiskRunState = {
   vm: 7,
   disk: 0,
   last_attempt: null,
