@@ -21,6 +21,7 @@
  */
 
 import { oneLine, OneStorError } from "../errors.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { HistoryAction, type VmView } from "../one/objects.ts";
 import type { DiskFacts } from "../tm/disk_facts.ts";
@@ -32,11 +33,11 @@ import {
   probeChainScript,
   statusFileScript,
 } from "./hypervisor_scripts.ts";
-import { diskRecoveryDir } from "./names.ts";
 import { markDisk, startProtection } from "./protect.ts";
 import { pointById } from "./record.ts";
 import { restoreDisk } from "./restore.ts";
-import { DiskStore } from "./store.ts";
+import { diskStore } from "./store.ts";
+import { hypervisorGuard } from "./guard.ts";
 import { statusLine } from "./status_line.ts";
 
 /** Whether a disk is protected: RECOVERY_SNAPSHOT_FREQ set and the system datastore has REPLICA_HOST. */
@@ -73,6 +74,10 @@ export async function cloneFromRecovery(
     vmDir: dst.vmDir,
     name: dst.name,
     sparse: facts.sparse,
+  });
+  metrics.count("recovery_restores_total", {
+    replica,
+    result: outcome.kind === "no-record" ? "no_record" : outcome.kind,
   });
   if (outcome.kind === "restored") return true;
   if (outcome.kind === "no-record" && !recreate) return false;
@@ -125,12 +130,7 @@ export async function protectAfterClone(
     });
     return;
   }
-  const store = new DiskStore(
-    services.runner,
-    replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, vm.id, dst.diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, replica, vm.id, dst.diskId);
   try {
     const record = (await store.read()).record;
     const head = record?.head ?? null;
@@ -178,12 +178,7 @@ export async function chainBroken(
     return;
   }
   if (replica === "") return;
-  const store = new DiskStore(
-    services.runner,
-    replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, vm.id, diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, replica, vm.id, diskId);
   for (let i = 0; i < 5; i++) {
     try {
       const state = await store.read();
@@ -200,7 +195,7 @@ export async function chainBroken(
 
 /** Removes the recovery bitmaps of a disk no domain uses (best effort). */
 export async function dropDiskBitmaps(services: TmServices, host: string, disk: string): Promise<void> {
-  await services.runner.run(host, dropBitmapsScript(disk), {
+  await services.runner.run(host, dropBitmapsScript(hypervisorGuard(services.config, host), disk), {
     what: `Error removing the recovery bitmaps of ${disk}`,
     timeoutMs: services.controlTimeoutMs,
   }).catch((error) => logWarn(`Recovery bitmaps left in ${host}:${disk}: ${oneLine(error)}`));
@@ -251,12 +246,7 @@ export async function probeAfterMigration(
   for (const d of disks) {
     const diskId = d.id!;
     try {
-      const store = new DiskStore(
-        services.runner,
-        replica,
-        diskRecoveryDir(services.config.replicaRecoverySnapsDir, vm.id, diskId),
-        services.controlTimeoutMs,
-      );
+      const store = diskStore(services, replica, vm.id, diskId);
       const record = (await store.read()).record;
       if (!record || record.head === null) continue;
       const out = await services.runner.output(
@@ -283,8 +273,12 @@ export async function leaveStatus(
   time: number | null,
   error: string | null,
 ): Promise<void> {
-  await services.runner.run(host, statusFileScript(vmDir, diskId, statusLine(diskId, time, error)), {
-    check: false,
-    timeoutMs: services.controlTimeoutMs,
-  }).catch(() => {});
+  await services.runner.run(
+    host,
+    statusFileScript(hypervisorGuard(services.config, host), vmDir, diskId, statusLine(diskId, time, error)),
+    {
+      check: false,
+      timeoutMs: services.controlTimeoutMs,
+    },
+  ).catch(() => {});
 }

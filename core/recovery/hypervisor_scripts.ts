@@ -21,6 +21,7 @@ import { virshPrelude } from "../hypervisor/virsh.ts";
 import { BITMAP_NAMES_AWK } from "../backup/restore.ts";
 import { raw, sh, type ShellScript } from "../remote/shell.ts";
 import { failpoint } from "./failpoint.ts";
+import { type Guard, guarded } from "./guard.ts";
 import { BITMAP_PREFIX, bitmapName, scratchPrefix, statusFileName } from "./names.ts";
 
 /** Exit status when the domain does not run (nothing was done). */
@@ -34,10 +35,10 @@ export const EXIT_DISKS_CHANGED = 75;
  * Writes the monitoring line into `<vm_dir>/disk.<i>.recovery` (written aside, renamed). A VM
  * folder that no longer exists is left alone.
  */
-export function statusFileScript(vmDir: string, diskId: number, line: string): ShellScript {
+export function statusFileScript(guard: Guard, vmDir: string, diskId: number, line: string): ShellScript {
   const file = `${vmDir}/${statusFileName(diskId)}`;
-  // confine: writes under DATASTORE_LOCATION
-  return sh`if [ -d ${vmDir} ]; then
+  return sh`${guarded(guard, { write: [file, `${file}.tmp`] })}
+if [ -d ${vmDir} ]; then
   printf '%s\\n' ${line} >${`${file}.tmp`} && mv -f -- ${`${file}.tmp`} ${file}
 fi`;
 }
@@ -60,10 +61,10 @@ export interface ProtectDiskRequest {
  * every write from the first boot. Prints the disk's format and virtual size and whether the
  * bitmap was added (`ONESTOR_BITMAP=yes`, or the reason it was not).
  */
-export function protectDiskScript(request: ProtectDiskRequest): ShellScript {
+export function protectDiskScript(guard: Guard, request: ProtectDiskRequest): ShellScript {
   const bitmap = checkCheckpointName(bitmapName(request.diskId, request.pointId));
-  // confine: writes under DATASTORE_LOCATION
-  return sh`disk=${request.disk}
+  return sh`${guarded(guard, { write: [request.disk] })}
+disk=${request.disk}
 [ -f "$disk" ] || { echo "Disk $disk does not exist" >&2; exit 1; }
 fmt=$(qemu-img info --output=json -- "$disk" | sed -n 's/^ *"format": *"\\([a-z0-9]*\\)".*/\\1/p' | head -n 1)
 size=$(qemu-img info --output=json -- "$disk" | sed -n 's/^ *"virtual-size": *\\([0-9][0-9]*\\).*/\\1/p' | head -n 1)
@@ -81,7 +82,7 @@ if [ "$fmt" = qcow2 ]; then
 else
   echo "ONESTOR_BITMAP=a $fmt disk holds no bitmap"
 fi
-${statusFileScript(request.vmDir, request.diskId, request.statusLine)}`;
+${statusFileScript(guard, request.vmDir, request.diskId, request.statusLine)}`;
 }
 
 /**
@@ -89,9 +90,9 @@ ${statusFileScript(request.vmDir, request.diskId, request.statusLine)}`;
  * to its image, snap_revert after the disk changed under the chain). Not an error when there is
  * none or the disk is not qcow2.
  */
-export function dropBitmapsScript(disk: string): ShellScript {
-  // confine: writes under DATASTORE_LOCATION
-  return sh`disk=${disk}
+export function dropBitmapsScript(guard: Guard, disk: string): ShellScript {
+  return sh`${guarded(guard, { write: [disk] })}
+disk=${disk}
 [ -f "$disk" ] || exit 0
 qemu-img info --output=json -- "$disk" 2>/dev/null | grep -q '"format": "qcow2"' || exit 0
 for b in $(qemu-img info --output=json -- "$disk" | awk ${BITMAP_NAMES_AWK} | grep ${`^${BITMAP_PREFIX}`}); do
@@ -144,7 +145,7 @@ export interface PeriodJobResult {
  * not survive: the reason is printed); runs the push-mode job into the scratch file, creating the
  * new point's checkpoint for a qcow2 disk; checks the domain's disks did not change.
  */
-export function periodJobScript(request: PeriodJobRequest): ShellScript {
+export function periodJobScript(guard: Guard, request: PeriodJobRequest): ShellScript {
   const scratch = `${request.vmDir}/${request.scratch}`;
   const newName = checkCheckpointName(bitmapName(request.diskId, request.newId));
   const headName = request.head ? checkCheckpointName(bitmapName(request.diskId, request.head.id)) : "";
@@ -162,7 +163,8 @@ export function periodJobScript(request: PeriodJobRequest): ShellScript {
     });
   // The target device is only known on the host: the job scripts are built for a placeholder and
   // the script substitutes the real (checked) name before running them.
-  return sh`${virshPrelude(request.uri)}
+  return sh`${guarded(guard, { write: [request.vmDir, scratch] })}
+${virshPrelude(request.uri)}
 ${redefineFunction()}
 dom=${request.domain}
 disk=${request.disk}
@@ -269,7 +271,7 @@ export interface PeriodCleanRequest {
  * only: its bitmap keeps recording for the next period, and a domain without recovery checkpoints
  * never stands in the way of a migration), and the monitoring line is written.
  */
-export function periodDoneScript(request: PeriodCleanRequest): ShellScript {
+export function periodDoneScript(guard: Guard, request: PeriodCleanRequest): ShellScript {
   const newName = checkCheckpointName(bitmapName(request.diskId, request.newId));
   const old = request.oldHead === null || request.oldHead === request.newId
     ? sh`:`
@@ -278,8 +280,8 @@ if ! onestor_virsh checkpoint-list "$dom" --name | grep -qx "$old"; then
   onestor_redefine "$dom" "$old" "$(date +%s)" no ${checkTarget(request.target)} 2>/dev/null || true
 fi
 onestor_drop "$dom" "$old"`;
-  // confine: deletes under DATASTORE_LOCATION
   return sh`${failpoint("cleanup")}
+${guarded(guard, { remove: [`${request.vmDir}/${request.scratch}`] })}
 ${virshPrelude(request.uri)}
 ${redefineFunction()}
 dom=${request.domain}
@@ -291,7 +293,7 @@ case $state in
     onestor_forget "$dom" ${newName}
     ;;
 esac
-${statusFileScript(request.vmDir, request.diskId, request.statusLine)}`;
+${statusFileScript(guard, request.vmDir, request.diskId, request.statusLine)}`;
 }
 
 /**
@@ -299,13 +301,13 @@ ${statusFileScript(request.vmDir, request.diskId, request.statusLine)}`;
  * goes with its bitmap, the head's checkpoint is forgotten (its bitmap stays: the next period
  * builds on it), and the error is written into the monitoring line.
  */
-export function abandonScript(request: Omit<PeriodCleanRequest, "target">): ShellScript {
+export function abandonScript(guard: Guard, request: Omit<PeriodCleanRequest, "target">): ShellScript {
   const newName = checkCheckpointName(bitmapName(request.diskId, request.newId));
   const head = request.oldHead === null
     ? sh`:`
     : sh`onestor_forget "$dom" ${checkCheckpointName(bitmapName(request.diskId, request.oldHead))}`;
-  // confine: deletes under DATASTORE_LOCATION
-  return sh`${virshPrelude(request.uri)}
+  return sh`${guarded(guard, { write: [request.vmDir] })}
+${virshPrelude(request.uri)}
 ${redefineFunction()}
 dom=${request.domain}
 for f in ${request.vmDir}/${raw(scratchPrefix(request.diskId))}*; do [ -e "$f" ] && rm -f -- "$f"; done
@@ -316,7 +318,7 @@ case $state in
     ${head}
     ;;
 esac
-${statusFileScript(request.vmDir, request.diskId, request.statusLine)}`;
+${statusFileScript(guard, request.vmDir, request.diskId, request.statusLine)}`;
 }
 
 /**

@@ -26,6 +26,7 @@
  */
 
 import { oneLine, OneStorError } from "../errors.ts";
+import { metrics } from "../metrics/metrics.ts";
 import type { PauseMode } from "../hypervisor/pause.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import type { TmServices } from "../tm/services.ts";
@@ -40,7 +41,8 @@ import {
   statusFileScript,
 } from "./hypervisor_scripts.ts";
 import type { ProtectedDisk } from "./inventory.ts";
-import { diskRecoveryDir, fullFile, incFile, scratchName } from "./names.ts";
+import { fullFile, incFile, scratchName } from "./names.ts";
+import { hypervisorGuard } from "./guard.ts";
 import {
   addPoint,
   applyMerge,
@@ -53,7 +55,7 @@ import {
   type RecoveryRecord,
 } from "./record.ts";
 import { finalizeScript, mergeScript } from "./replica_scripts.ts";
-import { DiskStore, renewEvery, strayEntries } from "./store.ts";
+import { type DiskStore, diskStore, renewEvery, strayEntries } from "./store.ts";
 import { statusLine } from "./status_line.ts";
 
 /** Settings of a period. */
@@ -114,6 +116,7 @@ async function finishMerge(
   const out = await services.runner.output(
     store.replica,
     mergeScript(
+      store.guard,
       store.dir,
       step.from,
       step.into,
@@ -186,14 +189,10 @@ export async function runPeriod(
     seconds: (performance.now() - started) / 1000,
     ...partial,
   });
-  const store = new DiskStore(
-    services.runner,
-    disk.replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, disk.vmId, disk.diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, disk.replica, disk.vmId, disk.diskId);
   const runner = services.runner;
   const uri = services.config.libvirtUri;
+  const hvGuard = hypervisorGuard(services.config, disk.host);
   let lastPointTime: number | null = runState.last_point_time ?? null;
   let job: PeriodJobResult | null = null;
   let record: RecoveryRecord | null = null;
@@ -236,7 +235,7 @@ export async function runPeriod(
     newId = record?.next_id ?? 0;
     const jobOut = await runner.output(
       disk.host,
-      periodJobScript({
+      periodJobScript(hvGuard, {
         uri,
         domain: disk.domain,
         vmDir: disk.vmDir,
@@ -264,11 +263,12 @@ export async function runPeriod(
     const file = job.mode === "incremental" ? incFile(newId) : fullFile(newId);
     const copy = await routedCopy(runner, {
       from: { host: disk.host, dir: disk.vmDir, entries: [{ name: scratch, as: file }] },
-      to: { host: disk.replica, dir: store.dir },
+      to: { host: disk.replica, dir: store.dir, confine: store.guard.confine },
       sparse: true,
       checksum: services.checksum,
       toHopOptions: services.config.replicaSshOpts,
       timeoutMs: services.transferTimeoutMs,
+      hop: "host_to_replica",
       what: `Error copying recovery point ${newId} of ${label} from ${disk.host} to ${disk.replica}`,
     }, { mode: "pull", address: await pullAddress(services, disk.host) });
 
@@ -286,7 +286,7 @@ export async function runPeriod(
     const parent = job.mode === "incremental" ? head!.top : null;
     const fin = await runner.output(
       disk.replica,
-      finalizeScript({
+      finalizeScript(store.guard, {
         dir: store.dir,
         file,
         parent,
@@ -333,7 +333,7 @@ export async function runPeriod(
     try {
       await runner.run(
         disk.host,
-        periodDoneScript({
+        periodDoneScript(hvGuard, {
           uri,
           domain: disk.domain,
           vmDir: disk.vmDir,
@@ -360,6 +360,9 @@ export async function runPeriod(
       }) on ${disk.replica}: ` +
         `${mib(copy.streamBytes)} moved, ${mib(data)} of data, in ${seconds.toFixed(1)} s`,
     );
+    metrics.count("recovery_points_total", { replica: disk.replica, kind: job.mode, result: "done" });
+    metrics.count("recovery_point_bytes_total", { replica: disk.replica, kind: job.mode }, copy.streamBytes);
+    metrics.observe("recovery_period_seconds", { kind: job.mode }, seconds);
     runState.last_success = now();
     runState.last_point_time = committed.time;
     runState.last_error = null;
@@ -391,7 +394,7 @@ export async function runPeriod(
     if (undo && committed === null) {
       await runner.run(
         disk.host,
-        abandonScript({
+        abandonScript(hvGuard, {
           uri,
           domain: disk.domain,
           vmDir: disk.vmDir,
@@ -404,11 +407,16 @@ export async function runPeriod(
         { check: false, timeoutMs: services.controlTimeoutMs },
       ).catch((e) => logWarn(`${label}: clean-up on ${disk.host} failed: ${oneLine(e)}`));
     } else {
-      await runner.run(disk.host, statusFileScript(disk.vmDir, disk.diskId, line), {
+      await runner.run(disk.host, statusFileScript(hvGuard, disk.vmDir, disk.diskId, line), {
         check: false,
         timeoutMs: services.controlTimeoutMs,
       }).catch(() => {});
     }
+    metrics.count("recovery_points_total", {
+      replica: disk.replica,
+      kind: job?.mode ?? "none",
+      result: "failed",
+    });
     runState.last_error = { time: now(), message };
     runState.last_period = {
       point: null,

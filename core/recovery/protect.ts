@@ -26,11 +26,12 @@ import { logInfo, logWarn } from "../one/log.ts";
 import { sh } from "../remote/shell.ts";
 import type { TmServices } from "../tm/services.ts";
 import { protectDiskScript, statusFileScript } from "./hypervisor_scripts.ts";
-import { BASE_FILE, diskRecoveryDir, MERGED_FILE } from "./names.ts";
+import { BASE_FILE, MERGED_FILE } from "./names.ts";
 import { algorithmOf } from "./period.ts";
 import { chainDigest, newRecord, type RecoveryRecord } from "./record.ts";
 import { linkBaseScript, makeBaseScript } from "./replica_scripts.ts";
-import { DiskStore } from "./store.ts";
+import { type DiskStore, diskStore } from "./store.ts";
+import { hypervisorGuard } from "./guard.ts";
 import { statusLine } from "./status_line.ts";
 
 /** A disk just deployed on a replica system datastore, with RECOVERY_SNAPSHOT_FREQ. */
@@ -62,7 +63,7 @@ export async function markDisk(
 ): Promise<{ format: string; vsize: number; bitmap: boolean; why: string }> {
   const out = await services.runner.output(
     request.host,
-    protectDiskScript({
+    protectDiskScript(hypervisorGuard(services.config, request.host), {
       vmDir: request.vmDir,
       disk: request.disk,
       diskId: request.diskId,
@@ -94,15 +95,19 @@ async function linkBase(
   const image = basenameOf(request.source);
   const out = await services.runner.output(
     request.replica,
-    linkBaseScript(store.dir, cacheDir, image, algorithm),
+    linkBaseScript(store.guard, store.dir, cacheDir, image, algorithm),
     { what: `Error linking the cached image into ${store.dir}`, timeoutMs: services.transferTimeoutMs },
   );
   const how = value(out, "HOW");
   const drop = async (why: string) => {
-    await services.runner.run(request.replica, makeBaseScript(store.dir, false, "", 0, algorithm), {
-      check: false,
-      timeoutMs: services.controlTimeoutMs,
-    }).catch(() => {});
+    await services.runner.run(
+      request.replica,
+      makeBaseScript(store.guard, store.dir, false, "", 0, algorithm),
+      {
+        check: false,
+        timeoutMs: services.controlTimeoutMs,
+      },
+    ).catch(() => {});
     logInfo(
       `Disk ${request.diskId}: no point 0 from the cache (${why}): the first period copies the whole disk`,
     );
@@ -160,12 +165,7 @@ export async function startProtection(services: TmServices, request: ProtectRequ
   if (!marked.bitmap) {
     logInfo(`${label}: no changed-block bitmap (${marked.why}): every point copies the whole disk`);
   }
-  const store = new DiskStore(
-    services.runner,
-    request.replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, request.vmId, request.diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, request.replica, request.vmId, request.diskId);
   try {
     const state = await store.read();
     if (state.recordText !== null) {
@@ -188,7 +188,7 @@ export async function startProtection(services: TmServices, request: ProtectRequ
     if (base) {
       const out = await services.runner.output(
         request.replica,
-        makeBaseScript(store.dir, true, base.format, marked.vsize, algorithm),
+        makeBaseScript(store.guard, store.dir, true, base.format, marked.vsize, algorithm),
         { what: `Error creating point 0 in ${store.dir}`, timeoutMs: services.controlTimeoutMs },
       );
       const files = {
@@ -223,7 +223,12 @@ export async function startProtection(services: TmServices, request: ProtectRequ
     if (base) {
       await services.runner.run(
         request.host,
-        statusFileScript(request.vmDir, request.diskId, statusLine(request.diskId, now, null)),
+        statusFileScript(
+          hypervisorGuard(services.config, request.host),
+          request.vmDir,
+          request.diskId,
+          statusLine(request.diskId, now, null),
+        ),
         { check: false, timeoutMs: services.controlTimeoutMs },
       ).catch(() => {});
       logInfo(`${label}: protected on ${request.replica}; point 0 is the image (no copy)`);

@@ -9,6 +9,7 @@
 
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { failpoint } from "./failpoint.ts";
+import { type Guard, guarded } from "./guard.ts";
 import { BASE_FILE, LEASE_FILE, MERGED_FILE, RECORD_FILE } from "./names.ts";
 
 /** Checksum programs a record may name. */
@@ -55,9 +56,9 @@ done`;
 }
 
 /** Creates the folder (and its parents) so that transactions can run in it. */
-export function ensureDirScript(dir: string): ShellScript {
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`mkdir -p -- ${dir} || exit 73`;
+export function ensureDirScript(guard: Guard, dir: string): ShellScript {
+  return sh`${guarded(guard, { write: [dir] })}
+mkdir -p -- ${dir} || exit 73`;
 }
 
 /**
@@ -66,11 +67,17 @@ export function ensureDirScript(dir: string): ShellScript {
  * entry's record read before and after the link (base64: the link is trusted only when both are
  * the same text), the link's size and mtime, and the image's format; a copy is also checksummed.
  */
-export function linkBaseScript(dir: string, cacheDir: string, image: string, algorithm: string): ShellScript {
+export function linkBaseScript(
+  guard: Guard,
+  dir: string,
+  cacheDir: string,
+  image: string,
+  algorithm: string,
+): ShellScript {
   const entry = `${cacheDir}/${image}.onestor.json`;
   const cached = `${cacheDir}/${image}`;
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`${PRELUDE}
+  return sh`${guarded(guard, { write: [dir, `${dir}/base.new`] })}
+${PRELUDE}
 mkdir -p -- ${dir} && cd -- ${dir} || exit 73
 rm -f -- base.new
 e1=""
@@ -99,15 +106,21 @@ if [ "$how" = copy ]; then echo "ONESTOR_SUM=$(${sumProgram(algorithm)} <base.ne
  * `base.new` is removed instead (the link could not be trusted).
  */
 export function makeBaseScript(
+  guard: Guard,
   dir: string,
   keep: boolean,
   baseFormat: string,
   virtualSize: number,
   algorithm: string,
 ): ShellScript {
-  if (!keep) return sh`cd -- ${dir} && rm -f -- base.new`;
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`${PRELUDE}
+  if (!keep) {
+    return sh`${guarded(guard, { remove: [`${dir}/base.new`] })}
+cd -- ${dir} && rm -f -- base.new`;
+  }
+  return sh`${
+    guarded(guard, { write: [`${dir}/${BASE_FILE}`, `${dir}/${MERGED_FILE}`], remove: [`${dir}/base.new`] })
+  }
+${PRELUDE}
 cd -- ${dir} || exit 73
 mv -f -- base.new ${BASE_FILE} || fail 'Cannot rename base.new'
 rm -f -- ${MERGED_FILE}
@@ -134,13 +147,13 @@ export interface FinalizeRequest {
  * file came without one), checked by `qemu-img check`, then measured (virtual size, own data) and
  * checksummed. Nothing else changes: the record is written by the front-end afterwards.
  */
-export function finalizeScript(request: FinalizeRequest): ShellScript {
+export function finalizeScript(guard: Guard, request: FinalizeRequest): ShellScript {
   const rebase = request.parent === null
     ? sh`:`
     : sh`qemu-img rebase -q -u -f qcow2 -b ${request.parent} -F ${request.parentFormat} -- "$f" ||
   fail "Cannot chain $f to ${request.parent}"`;
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`${PRELUDE}
+  return sh`${guarded(guard, { write: [`${request.dir}/${request.file}`] })}
+${PRELUDE}
 cd -- ${request.dir} || exit 73
 f=${request.file}
 [ -f "$f" ] || fail "The received file $f is missing"
@@ -162,6 +175,7 @@ ${failpoint("commit")}`;
  * after an interruption: committing the same clusters twice gives the same file.
  */
 export function mergeScript(
+  guard: Guard,
   dir: string,
   from: string,
   into: string,
@@ -176,8 +190,8 @@ fi`;
   const check = intoFormat === "qcow2"
     ? sh`qemu-img check -q -f qcow2 -- ${into} >/dev/null 2>&1 || fail ${`${into} is not consistent after the merge`}`
     : sh`:`;
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`${PRELUDE}
+  return sh`${guarded(guard, { write: [`${dir}/${into}`, `${dir}/${above}`] })}
+${PRELUDE}
 cd -- ${dir} || exit 73
 ${failpoint("merge")}
 if [ -f ${from} ]; then
@@ -193,10 +207,10 @@ echo "ONESTOR_ABOVE_SUM=$(${sumProgram(algorithm)} <${above} | cut -d' ' -f1)"`;
 }
 
 /** Removes files of the folder (names from the record or its listing). */
-export function removeScript(dir: string, names: readonly string[]): ShellScript {
+export function removeScript(guard: Guard, dir: string, names: readonly string[]): ShellScript {
   if (names.length === 0) return sh`:`;
-  // confine: deletes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`cd -- ${dir} || exit 0
+  return sh`${guarded(guard, { remove: names.map((n) => `${dir}/${n}`) })}
+cd -- ${dir} || exit 0
 rm -rf -- ${names}`;
 }
 
@@ -224,12 +238,12 @@ export interface RebuildRequest {
  * against its recorded checksum first, the chain is converted (holes stay holes), and the result
  * is compared with the chain by `qemu-img compare` before anyone gets it.
  */
-export function rebuildScript(request: RebuildRequest): ShellScript {
+export function rebuildScript(guard: Guard, request: RebuildRequest): ShellScript {
   const top = request.chain[request.chain.length - 1].name;
   const sums = request.chain.map((c) => `${c.sum}  ${c.name}`).join("\n") + "\n";
   const out = `${request.outDir}/${request.outName}`;
-  // confine: writes under REPLICA_RECOVERY_SNAPS_DIR
-  return sh`${PRELUDE}
+  return sh`${guarded(guard, { write: [`${request.dir}/${request.outDir}`] })}
+${PRELUDE}
 cd -- ${request.dir} || fail ${`The recovery folder ${request.dir} does not exist`}
 if ! bad=$(printf '%s' ${sums} | ${sumProgram(request.algorithm)} -c --quiet 2>&1); then
   fail "Recovery files do not match their recorded checksums: $(printf '%s' "$bad" | tr '\\n' ' ')"
@@ -241,6 +255,7 @@ qemu-img convert -q -f "$topfmt" -O ${request.format} -- ${top} ${out} ||
 qemu-img compare -q -f "$topfmt" -F ${request.format} -- ${top} ${out} ||
   { rm -rf -- ${request.outDir}; fail 'The rebuilt disk differs from its recovery point'; }
 echo "ONESTOR_VSIZE=$(vsize_of ${out})"
+echo "ONESTOR_ALLOCATED=$(du -B1 -- ${out} | cut -f1)"
 ${failpoint("restore")}`;
 }
 

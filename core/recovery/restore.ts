@@ -21,10 +21,10 @@ import { logInfo, logWarn } from "../one/log.ts";
 import type { TmServices } from "../tm/services.ts";
 import { storageRoute } from "../cache/targets.ts";
 import { routedCopy } from "../transfer/routed_copy.ts";
-import { diskRecoveryDir } from "./names.ts";
+import { trackCopy } from "../progress/copy_progress.ts";
 import { pointById, pointChain, type RecoveryPoint, type RecoveryRecord } from "./record.ts";
 import { rebuildScript, verifyChainScript } from "./replica_scripts.ts";
-import { DiskStore, renewEvery } from "./store.ts";
+import { diskStore, renewEvery } from "./store.ts";
 
 /** What a recreate found. */
 export type RestoreOutcome =
@@ -56,12 +56,7 @@ function token(): string {
 export async function restoreDisk(services: TmServices, request: RestoreRequest): Promise<RestoreOutcome> {
   const started = performance.now();
   const label = `VM ${request.vmId} disk ${request.diskId}`;
-  const store = new DiskStore(
-    services.runner,
-    request.replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, request.vmId, request.diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, request.replica, request.vmId, request.diskId);
   const leaseSeconds = services.config.replicaLeaseSeconds;
   let state;
   try {
@@ -100,11 +95,12 @@ export async function restoreDisk(services: TmServices, request: RestoreRequest)
     const out = `.restore-${token()}`;
     for (const point of candidates) {
       let chain: string[];
+      let allocated: number | null = null;
       try {
         chain = pointChain(record, point.id);
-        await services.runner.run(
+        const rebuilt = await services.runner.output(
           request.replica,
-          rebuildScript({
+          rebuildScript(store.guard, {
             dir: store.dir,
             chain: chain.map((name) => ({ name, sum: record.files[name].sum })),
             algorithm: record.algorithm,
@@ -114,6 +110,7 @@ export async function restoreDisk(services: TmServices, request: RestoreRequest)
           }),
           { what: `Error rebuilding point ${point.id} of ${label}`, timeoutMs: services.transferTimeoutMs },
         );
+        allocated = Number(rebuilt.match(/^ONESTOR_ALLOCATED=([0-9]+)$/m)?.[1]) || null;
       } catch (error) {
         problems.push(`point ${point.id}: ${oneLine(error)}`);
         logWarn(`${label}: point ${point.id} cannot be used: ${oneLine(error)}`);
@@ -121,15 +118,22 @@ export async function restoreDisk(services: TmServices, request: RestoreRequest)
       }
       try {
         const route = await storageRoute(services.lookup, request.host, request.replica);
-        const copy = await routedCopy(services.runner, {
-          from: { host: request.replica, dir: `${store.dir}/${out}`, entries: [{ name: request.name }] },
-          to: { host: request.host, dir: request.vmDir },
-          sparse: request.sparse,
-          checksum: services.checksum,
-          toHopOptions: services.config.replicaSshOpts,
-          timeoutMs: services.transferTimeoutMs,
-          what: `Error copying point ${point.id} of ${label} from ${request.replica} to ${request.host}`,
-        }, route);
+        const copy = await trackCopy(services.runner, {
+          label: `Rebuilding disk ${request.diskId} of VM ${request.vmId} from recovery point ${point.id}`,
+          total: allocated,
+          host: request.host,
+          dir: request.vmDir,
+        }, () =>
+          routedCopy(services.runner, {
+            from: { host: request.replica, dir: `${store.dir}/${out}`, entries: [{ name: request.name }] },
+            to: { host: request.host, dir: request.vmDir, confine: services.confine },
+            sparse: request.sparse,
+            checksum: services.checksum,
+            toHopOptions: services.config.replicaSshOpts,
+            timeoutMs: services.transferTimeoutMs,
+            hop: "replica_to_host",
+            what: `Error copying point ${point.id} of ${label} from ${request.replica} to ${request.host}`,
+          }, route));
         const when = new Date(point.time * 1000).toISOString();
         if (point.id !== candidates[0].id) {
           logWarn(`${label}: rebuilt from the older point ${point.id} (${when}): ${problems.join("; ")}`);
@@ -172,12 +176,7 @@ export async function choosePoint(
   point: number | null,
 ): Promise<RecoveryPoint | null> {
   const label = `VM ${target.vmId} disk ${target.diskId}`;
-  const store = new DiskStore(
-    services.runner,
-    target.replica,
-    diskRecoveryDir(services.config.replicaRecoverySnapsDir, target.vmId, target.diskId),
-    services.controlTimeoutMs,
-  );
+  const store = diskStore(services, target.replica, target.vmId, target.diskId);
   const leaseSeconds = services.config.replicaLeaseSeconds;
   const held = await store.acquire("select", leaseSeconds, leaseSeconds * 2 + 5);
   if (!held) throw new OneStorError(`The recovery data of ${label} is busy; try again`);

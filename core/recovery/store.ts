@@ -10,11 +10,27 @@
  */
 
 import { ownerId } from "../cache/entry.ts";
-import { type StoreOp, transact } from "../cache/store.ts";
 import { OneStorError } from "../errors.ts";
 import type { HostRunner } from "../remote/runner.ts";
+import { joinScripts, sh } from "../remote/shell.ts";
+import type { TmServices } from "../tm/services.ts";
+import { type Guard, guarded, replicaGuard } from "./guard.ts";
+import { diskRecoveryDir } from "./names.ts";
 import { type ChainFile, encodeRecord, parseRecord, type RecoveryRecord } from "./record.ts";
 import { LEASE_FILE, RECORD_FILE } from "./names.ts";
+
+/** One change of a record file: written (aside, then renamed) or removed. */
+export type RecordOp = { op: "write"; name: string; text: string } | { op: "remove"; name: string };
+
+/** Outcome of a conditional change. */
+export type ChangeResult = "committed" | "conflict" | "busy";
+
+const LOCK_FILE = ".onestor.lock";
+
+function checkRecordName(name: string): string {
+  if (name !== RECORD_FILE && name !== LEASE_FILE) throw new TypeError(`Not a record file: ${name}`);
+  return name;
+}
 import { ensureDirScript, readRecordsScript, readScript, removeScript } from "./replica_scripts.ts";
 
 /** What one process holding a disk's folder wrote in `lease.json`. */
@@ -89,10 +105,13 @@ export class DiskStore {
   readonly timeoutMs: number;
   #offset = 0;
 
-  constructor(runner: HostRunner, replica: string, dir: string, timeoutMs = 0) {
+  readonly guard: Guard;
+
+  constructor(runner: HostRunner, replica: string, dir: string, guard: Guard, timeoutMs = 0) {
     this.runner = runner;
     this.replica = replica;
     this.dir = dir;
+    this.guard = guard;
     this.timeoutMs = timeoutMs;
   }
 
@@ -127,15 +146,56 @@ export class DiskStore {
 
   /** Creates the folder. */
   async ensure(): Promise<void> {
-    await this.runner.run(this.replica, ensureDirScript(this.dir), {
+    await this.runner.run(this.replica, ensureDirScript(this.guard, this.dir), {
       what: `Error creating the recovery folder ${this.dir}`,
       timeoutMs: this.timeoutMs,
     });
   }
 
-  /** A conditional change of the folder's files (see core/cache/store.ts). */
-  transact(expect: Record<string, string | null>, ops: StoreOp[]) {
-    return transact(this.runner, this.replica, this.dir, { expect, ops }, { timeoutMs: this.timeoutMs });
+  /**
+   * A conditional change of the record or the lease, under an flock of the folder on the replica:
+   * applied only when every file in `expect` still has the given text (null: absent). Written
+   * aside and renamed, so a reader without the lock sees a whole file or none.
+   */
+  async transact(expect: Record<string, string | null>, ops: RecordOp[]): Promise<ChangeResult> {
+    const b64 = (text: string) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+    const checks = Object.entries(expect).map(([name, text]) =>
+      text === null
+        ? sh`if [ -e ${checkRecordName(name)} ]; then echo ONESTOR_CONFLICT; exit 0; fi`
+        : sh`if [ ! -f ${checkRecordName(name)} ] || [ "$(base64 -w0 <${name})" != ${
+          b64(text)
+        } ]; then echo ONESTOR_CONFLICT; exit 0; fi`
+    );
+    const changes = ops.map((o) =>
+      o.op === "write"
+        ? sh`printf '%s' ${o.text} >${
+          checkRecordName(o.name)
+        }.tmp.$$ && mv -f -- ${o.name}.tmp.$$ ${o.name} || exit 74`
+        : sh`rm -f -- ${checkRecordName(o.name)} || exit 74`
+    );
+    const targets = [...new Set(ops.map((o) => `${this.dir}/${o.name}`))];
+    const out = await this.runner.output(
+      this.replica,
+      sh`${
+        guarded(this.guard, {
+          write: [
+            ...targets,
+            ...targets.map((t) => `${t}.tmp`),
+            `${this.dir}/${LOCK_FILE}`,
+          ],
+        })
+      }
+cd -- ${this.dir} || exit 73
+exec 9>>${LOCK_FILE} || exit 73
+flock -w 30 9 || { echo ONESTOR_BUSY; exit 0; }
+${joinScripts(checks)}
+${joinScripts(changes)}
+echo ONESTOR_COMMITTED`,
+      { what: `Error changing the recovery record in ${this.dir}`, timeoutMs: this.timeoutMs },
+    );
+    if (/^ONESTOR_COMMITTED$/m.test(out)) return "committed";
+    if (/^ONESTOR_BUSY$/m.test(out)) return "busy";
+    return "conflict";
   }
 
   /**
@@ -235,11 +295,22 @@ export class DiskStore {
   /** Removes files of the folder. */
   async remove(names: readonly string[]): Promise<void> {
     if (names.length === 0) return;
-    await this.runner.run(this.replica, removeScript(this.dir, names), {
+    await this.runner.run(this.replica, removeScript(this.guard, this.dir, names), {
       what: `Error removing ${names.join(", ")} in ${this.dir}`,
       timeoutMs: this.timeoutMs,
     });
   }
+}
+
+/** The recovery folder of disk `diskId` of VM `vmId` on `replica`. */
+export function diskStore(services: TmServices, replica: string, vmId: number, diskId: number): DiskStore {
+  return new DiskStore(
+    services.runner,
+    replica,
+    diskRecoveryDir(services.config.replicaRecoverySnapsDir, vmId, diskId),
+    replicaGuard(services.config, replica),
+    services.controlTimeoutMs,
+  );
 }
 
 /** Starts renewing `held` every third of the lease; stop() ends it. */

@@ -20,7 +20,8 @@ import { logInfo, logWarn } from "../one/log.ts";
 import { isDisk, parseLocation } from "../one/location.ts";
 import { HistoryAction, type VmView } from "../one/objects.ts";
 import { forgetRunStates } from "../recovery/frontend_state.ts";
-import { sh, type ShellScript } from "../remote/shell.ts";
+import { confine, replicaConfinement } from "../remote/confine.ts";
+import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
 import { checkVmPath, parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
 
@@ -117,8 +118,8 @@ async function cleanReplica(services: TmServices, request: DeleteRequest, path: 
   }
   const entries = recoveryEntries(services.config.replicaRecoverySnapsDir, request.vmId, path);
   try {
-    // confine: deletes under REPLICA_RECOVERY_SNAPS_DIR
-    await services.runner.run(replica, removePathsScript(entries), {
+    const guard = confine(replicaConfinement(services.config), replica, { remove: entries });
+    await services.runner.run(replica, joinScripts([guard, removePathsScript(entries)]), {
       what: `Deleting ${entries[0]}`,
       timeoutMs: services.controlTimeoutMs,
     });

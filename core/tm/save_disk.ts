@@ -54,7 +54,7 @@ export async function saveDisk(services: TmServices, request: SaveDiskRequest): 
     sh`(${
       flattenScript(disk.path, facts.format, { qcow2Options: services.config.qcow2Options, sparse: true })
     }) || exit 1
-(${dropBitmapsScript(disk.path)}) || exit 1
+(${dropBitmapsScript({ confine: services.confine, host: disk.host }, disk.path)}) || exit 1
 if [ -d ${`${disk.path}.snap`} ]; then echo SNAP=1; else echo SNAP=0; fi`,
     { what: `Converting ${disk.path} to a standalone image`, timeoutMs: services.transferTimeoutMs },
   );
@@ -72,7 +72,7 @@ if [ -d ${`${disk.path}.snap`} ]; then echo SNAP=1; else echo SNAP=0; fi`,
         ...(hasSnaps ? [{ name: `${disk.name}.snap`, as: `${name}.snap` }] : []),
       ],
     },
-    to: { host: targetHost, dir },
+    to: { host: targetHost, dir, confine: services.confine },
     sparse: true,
     checksum: services.checksum,
     timeoutMs: services.transferTimeoutMs,

@@ -19,8 +19,12 @@ import {
   protectDiskScript,
 } from "../../core/recovery/hypervisor_scripts.ts";
 import { failpoint } from "../../core/recovery/failpoint.ts";
+import type { Guard } from "../../core/recovery/guard.ts";
 
 const MiB = 1 << 20;
+
+/** Scripts of the test may write only in its temporary folder. */
+const G = (dir: string): Guard => ({ confine: { roots: [dir], setting: "the test folder" }, host: "test" });
 
 async function run(script: ShellScript, env: Record<string, string> = {}) {
   const r = await new Deno.Command("bash", { args: ["-c", script.text], env }).output();
@@ -65,7 +69,7 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
       `cd ${dir} && truncate -s 8M base.new && qemu-io -f raw -c 'write -P 0x11 0 1M' base.new >/dev/null`,
     );
     const baseSum = (await sh(`b2sum < ${dir}/base.new`)).split(" ")[0];
-    const base = await must(makeBaseScript(dir, true, "raw", 12 * MiB, "b2sum"));
+    const base = await must(makeBaseScript(G(dir), dir, true, "raw", 12 * MiB, "b2sum"));
     assert.equal(value(base, "SUM"), (await sh(`b2sum < ${dir}/merged`)).split(" ")[0]);
     const inc = async (name: string, writes: string) => {
       // What a backup job leaves: a standalone qcow2 of the disk's size holding only the written clusters.
@@ -75,7 +79,13 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
     };
     await inc("inc.1", "-c 'write -P 0x22 1M 1M' -c 'write -P 0x23 10M 1M'");
     const f1 = await must(
-      finalizeScript({ dir, file: "inc.1", parent: "merged", parentFormat: "qcow2", algorithm: "b2sum" }),
+      finalizeScript(G(dir), {
+        dir,
+        file: "inc.1",
+        parent: "merged",
+        parentFormat: "qcow2",
+        algorithm: "b2sum",
+      }),
     );
     assert.equal(Number(value(f1, "DATA")), 2 * MiB, "the increment's own data, not its backing's");
     assert.equal(Number(value(f1, "VSIZE")), 12 * MiB);
@@ -88,13 +98,19 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
     // A guest write of zeros over data is a zero in the next point, not the older data below.
     await inc("inc.2", "-c 'write -z 1M 1M' -c 'write -P 0x24 2M 1M'");
     await must(
-      finalizeScript({ dir, file: "inc.2", parent: "inc.1", parentFormat: "qcow2", algorithm: "b2sum" }),
+      finalizeScript(G(dir), {
+        dir,
+        file: "inc.2",
+        parent: "inc.1",
+        parentFormat: "qcow2",
+        algorithm: "b2sum",
+      }),
     );
     const expected = [0x11, 0, 0x24, 0, 0, 0, 0, 0, 0, 0, 0x23, 0];
     assert.deepEqual(await patterns(`${dir}/inc.2`, 12), expected);
 
     // Merge inc.1 into merged; inc.2 re-chained reads the same.
-    const merge = mergeScript(dir, "inc.1", "merged", "inc.2", "qcow2", "b2sum");
+    const merge = mergeScript(G(dir), dir, "inc.1", "merged", "inc.2", "qcow2", "b2sum");
     const m = await must(merge);
     await Deno.remove(`${dir}/inc.1`);
     assert.deepEqual(await patterns(`${dir}/inc.2`, 12), expected);
@@ -116,7 +132,14 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
     const chain = await sums(["base", "merged", "inc.2"]);
     for (const format of ["raw", "qcow2"]) {
       const out = await must(
-        rebuildScript({ dir, chain, algorithm: "b2sum", outDir: ".restore-x", outName: "disk.0", format }),
+        rebuildScript(G(dir), {
+          dir,
+          chain,
+          algorithm: "b2sum",
+          outDir: ".restore-x",
+          outName: "disk.0",
+          format,
+        }),
       );
       assert.equal(Number(value(out, "VSIZE")), 12 * MiB);
       const file = `${dir}/.restore-x/disk.0`;
@@ -131,7 +154,7 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
     // A flipped byte in a chain file: the point is refused before anything is rebuilt.
     await sh(`printf 'X' | dd of=${dir}/merged bs=1 seek=200000 conv=notrunc status=none`);
     const bad = await run(
-      rebuildScript({
+      rebuildScript(G(dir), {
         dir,
         chain,
         algorithm: "b2sum",
@@ -149,17 +172,17 @@ Deno.test("replica scripts: point 0, increments chained, merged, rebuilt and che
   }
 });
 
-Deno.test("finalizeScript() refuses a file that is not a consistent qcow2", async () => {
+Deno.test("finalizeScript(G(dir), ) refuses a file that is not a consistent qcow2", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/inc.3`, "not an image");
     const r = await run(
-      finalizeScript({ dir, file: "inc.3", parent: null, parentFormat: "qcow2", algorithm: "b2sum" }),
+      finalizeScript(G(dir), { dir, file: "inc.3", parent: null, parentFormat: "qcow2", algorithm: "b2sum" }),
     );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /is not a qcow2 image/);
     const missing = await run(
-      finalizeScript({ dir, file: "inc.4", parent: null, parentFormat: "qcow2", algorithm: "b2sum" }),
+      finalizeScript(G(dir), { dir, file: "inc.4", parent: null, parentFormat: "qcow2", algorithm: "b2sum" }),
     );
     assert.match(missing.stderr, /The received file inc\.4 is missing/);
   } finally {
@@ -167,7 +190,7 @@ Deno.test("finalizeScript() refuses a file that is not a consistent qcow2", asyn
   }
 });
 
-Deno.test("protectDiskScript() adds the point's bitmap to a qcow2 v3 disk, explains why not otherwise", async () => {
+Deno.test("protectDiskScript(G(dir), ) adds the point's bitmap to a qcow2 v3 disk, explains why not otherwise", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await sh(
@@ -177,7 +200,13 @@ Deno.test("protectDiskScript() adds the point's bitmap to a qcow2 v3 disk, expla
     );
     const line = 'DISK_RECOVERY_SNAPSHOT = [ ID=0, TIMESTAMP="5" ]';
     const out = await must(
-      protectDiskScript({ vmDir: dir, disk: `${dir}/disk.0`, diskId: 0, pointId: 7, statusLine: line }),
+      protectDiskScript(G(dir), {
+        vmDir: dir,
+        disk: `${dir}/disk.0`,
+        diskId: 0,
+        pointId: 7,
+        statusLine: line,
+      }),
     );
     assert.equal(value(out, "BITMAP"), "yes");
     assert.equal(value(out, "FORMAT"), "qcow2");
@@ -191,19 +220,31 @@ Deno.test("protectDiskScript() adds the point's bitmap to a qcow2 v3 disk, expla
     );
     assert.equal((await Deno.readTextFile(`${dir}/disk.0.recovery`)).trim(), line);
     const raw = await must(
-      protectDiskScript({ vmDir: dir, disk: `${dir}/disk.1`, diskId: 1, pointId: 0, statusLine: line }),
+      protectDiskScript(G(dir), {
+        vmDir: dir,
+        disk: `${dir}/disk.1`,
+        diskId: 1,
+        pointId: 0,
+        statusLine: line,
+      }),
     );
     assert.equal(value(raw, "BITMAP"), "a raw disk holds no bitmap");
     const v2 = await must(
-      protectDiskScript({ vmDir: dir, disk: `${dir}/disk.2`, diskId: 2, pointId: 0, statusLine: line }),
+      protectDiskScript(G(dir), {
+        vmDir: dir,
+        disk: `${dir}/disk.2`,
+        diskId: 2,
+        pointId: 0,
+        statusLine: line,
+      }),
     );
     assert.match(value(v2, "BITMAP"), /qcow2 v2/);
-    await must(dropBitmapsScript(`${dir}/disk.0`));
+    await must(dropBitmapsScript(G(dir), `${dir}/disk.0`));
     const left = [...(await sh(`qemu-img info --output=json ${dir}/disk.0`)).matchAll(/"name": "([^"]+)"/g)]
       .map((m) => m[1]);
     assert.deepEqual(left, ["one-9-1"]);
-    await must(dropBitmapsScript(`${dir}/disk.1`));
-    await must(dropBitmapsScript(`${dir}/absent`));
+    await must(dropBitmapsScript(G(dir), `${dir}/disk.1`));
+    await must(dropBitmapsScript(G(dir), `${dir}/absent`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -237,5 +278,28 @@ Deno.test("failpoint() is a no-op unless ONESTOR_RECOVERY_FAILPOINT names its st
     assert.equal((await run(failpoint("cleanup"))).code, 0);
   } finally {
     Deno.env.delete("ONESTOR_RECOVERY_FAILPOINT");
+  }
+});
+
+Deno.test("recovery scripts are confined: a disk linked out of the allowed folder is not touched", async () => {
+  const dir = await Deno.makeTempDir();
+  const outside = await Deno.makeTempDir();
+  try {
+    await sh(`qemu-img create -q -f qcow2 ${outside}/victim 16M && ln -s ${outside}/victim ${dir}/disk.0`);
+    const before = await sh(`b2sum < ${outside}/victim`);
+    const r = await run(protectDiskScript(G(dir), {
+      vmDir: dir,
+      disk: `${dir}/disk.0`,
+      diskId: 0,
+      pointId: 0,
+      statusLine: "x",
+    }));
+    assert.equal(r.code, 86);
+    assert.match(r.stderr, /ONESTOR_CONFINE_REFUSED/);
+    assert.equal(await sh(`b2sum < ${outside}/victim`), before, "the file outside is unchanged");
+    assert.throws(() => dropBitmapsScript(G(dir), `${outside}/victim`), /Refused to write/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
   }
 });
