@@ -23,7 +23,7 @@
 import { oneLine, OneStorError } from "../errors.ts";
 import { metrics } from "../metrics/metrics.ts";
 import { logInfo, logWarn } from "../one/log.ts";
-import { HistoryAction, type VmView } from "../one/objects.ts";
+import { HistoryAction, LcmState, type VmView } from "../one/objects.ts";
 import type { DiskFacts } from "../tm/disk_facts.ts";
 import type { VmFile } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
@@ -45,10 +45,19 @@ export function isProtected(facts: Pick<DiskFacts, "recoveryFreq">, replica: str
   return replica !== "" && facts.recoveryFreq !== null && facts.recoveryFreq > 0;
 }
 
-/** Whether this deployment follows `onevm recover --recreate` (the previous history record's ACTION is 14). */
+/**
+ * Whether this clone/ln is the prolog of a deployment that follows `onevm recover --recreate`: the
+ * previous history record's ACTION is 14 and the VM is in its prolog (PROLOG, or PROLOG_FAILURE
+ * being retried). A disk hot-attached later to a recreated VM is not (HOTPLUG states).
+ */
 export function isRecreate(vm: VmView): boolean {
-  return vm.historyPrev("ACTION").trim() === String(HistoryAction.DELETE_RECREATE);
+  const lcm = vm.lcmState;
+  const prolog = lcm === LcmState.PROLOG || lcm === PROLOG_FAILURE;
+  return prolog && vm.historyPrev("ACTION").trim() === String(HistoryAction.DELETE_RECREATE);
 }
+
+/** LCM_STATE PROLOG_FAILURE (VirtualMachine.h). */
+const PROLOG_FAILURE = 39;
 
 /**
  * Before clone/ln copies the image: rebuilds a protected disk from its recovery point when the
@@ -65,7 +74,9 @@ export async function cloneFromRecovery(
 ): Promise<boolean> {
   if (dst.diskId === null || !isProtected(facts, replica)) return false;
   const label = `VM ${vm.id} disk ${dst.diskId}`;
-  const recreate = isRecreate(vm);
+  // Not after a recreate, the disk never ran elsewhere (a first deployment, a hot attach, a retried
+  // prolog): its image is its content, and protection starts (or goes on) after the copy.
+  if (!isRecreate(vm)) return false;
   const outcome = await restoreDisk(services, {
     vmId: vm.id,
     diskId: dst.diskId,
@@ -80,7 +91,6 @@ export async function cloneFromRecovery(
     result: outcome.kind === "no-record" ? "no_record" : outcome.kind,
   });
   if (outcome.kind === "restored") return true;
-  if (outcome.kind === "no-record" && !recreate) return false;
   const why = outcome.kind === "no-record"
     ? `replica ${replica} holds no recovery point of it`
     : `no recovery point can be used (${outcome.reason})`;

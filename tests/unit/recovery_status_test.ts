@@ -192,8 +192,14 @@ Deno.test("a disk is protected with FREQ on a replica datastore; a recreate is t
   assert.ok(isProtected({ recoveryFreq: 60 }, "replica"));
   assert.ok(!isProtected({ recoveryFreq: 60 }, ""));
   assert.ok(!isProtected({ recoveryFreq: null }, "replica"));
-  const recreate = VmView.fromXml(vmXml({ history: [{ hostname: "hv1", action: 14 }, { hostname: "hv2" }] }));
+  const recreate = VmView.fromXml(
+    vmXml({ lcmState: 1, history: [{ hostname: "hv1", action: 14 }, { hostname: "hv2" }] }),
+  );
   assert.ok(isRecreate(recreate));
+  const attach = VmView.fromXml(
+    vmXml({ lcmState: 17, history: [{ hostname: "hv1", action: 14 }, { hostname: "hv2" }] }),
+  );
+  assert.ok(!isRecreate(attach), "a disk hot-attached after a recreate is a new disk");
   assert.ok(
     !isRecreate(VmView.fromXml(vmXml({ history: [{ hostname: "hv1", action: 27 }, { hostname: "hv2" }] }))),
   );
