@@ -183,6 +183,21 @@ labTest(
         .filter((c) => c.startsWith("onestor-rec-"));
       assert.deepEqual(checkpoints, [], "no recovery checkpoint metadata between periods");
     };
+    /** The DISK_RECOVERY_SNAPSHOT lines of VM 40 in the output of the installed monitor_ds on `host`. */
+    const monitorLines = async (host: string) => {
+      const script = await Deno.readTextFile(
+        world.lab.path("frontend", "/var/lib/one/remotes/tm/onestor/monitor_ds"),
+      );
+      await world.writeFile(host, "/var/tmp/one/tm/onestor/monitor_ds", script);
+      const out = await world.sh(host, `sh /var/tmp/one/tm/onestor/monitor_ds ${DS}/100`, {
+        user: "oneadmin",
+      });
+      const line = out.split("\n").find((l) => l.startsWith(`VM = [ ID = ${VM},`));
+      assert.ok(line, `monitor_ds reports VM ${VM}: ${out}`);
+      return atob(line.match(/MONITOR = "([^"]+)"/)![1]).split("\n").filter((l) =>
+        l.startsWith("DISK_RECOVERY")
+      );
+    };
     const period = async (env: Record<string, string> = {}) => {
       const r = await recovery(["run", "--vm", String(VM), "--force", "--json"], env);
       return { code: r.code, stderr: r.stderr, report: JSON.parse(r.stdout || "{}") };
@@ -223,6 +238,12 @@ labTest(
           (await world.sh("hv1", `cat ${VM_DIR}/disk.0.recovery`)).trim(),
           `DISK_RECOVERY_SNAPSHOT = [ ID=0, TIMESTAMP="${r0.points[0].time}" ]`,
         );
+        // OpenNebula's probe runs the host-side monitor_ds laid by install (onehost sync copies it):
+        // the lines reach the VM's MONITOR payload, as upstream's probe's did.
+        assert.deepEqual(await monitorLines("hv1"), [
+          `DISK_RECOVERY_SNAPSHOT = [ ID=0, TIMESTAMP="${r0.points[0].time}" ]`,
+          `DISK_RECOVERY_SNAPSHOT = [ ID=1, TIMESTAMP="${r1.points[0].time}" ]`,
+        ]);
         await hv.create("hv1", domainXmlOn());
       },
     );
@@ -376,6 +397,10 @@ labTest(
         await world.lab.stopSshd("replica");
         try {
           await failedPeriod("hv1", /Replica replica cannot be used/);
+          assert.match(
+            (await monitorLines("hv1"))[0],
+            /^DISK_RECOVERY_SNAPSHOT = \[ ID=0, TIMESTAMP="[0-9]+", MSG="ERROR Replica replica cannot be used: .*" \]$/,
+          );
           const status = JSON.parse((await recovery(["status", "--json"])).stdout);
           const d0 = status.disks.find((d: { vm: number; disk: number }) => d.vm === VM && d.disk === 0);
           assert.equal(d0.state, "unknown");
