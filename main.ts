@@ -26,6 +26,8 @@ Usage:
   onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall]
                                        lay the launcher and action symlinks under DIR/tm and DIR/datastore
   onestor cache ls|warm|evict|verify   manage the per-cluster replica cache
+  onestor recovery run|daemon|status|restore
+                                       recovery points of protected disks (RECOVERY_SNAPSHOT_FREQ)
   onestor doctor [--json] [--cluster ID] [--host NAME] [--deep] [--fix]
                                        check (and --fix) the storage: settings, SSH mesh, tools, caches,
                                        disks; exit 0 ok, 1 warnings, 2 failures
@@ -44,6 +46,7 @@ DS actions: ${DS_ACTIONS.map((a) => a.name).join(", ")}
 const ADMIN: Record<string, () => Promise<{ run: (args: string[]) => Promise<number | void> }>> = {
   install: () => import("./actions/admin/install.ts"),
   cache: () => import("./actions/admin/cache.ts"),
+  recovery: () => import("./actions/admin/recovery.ts"),
   doctor: () => import("./actions/admin/doctor.ts"),
   config: () => import("./actions/admin/config.ts"),
   metrics: () => import("./actions/admin/metrics.ts"),

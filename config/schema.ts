@@ -345,6 +345,68 @@ export const SETTINGS = [
     upstream: "Upstream read it from the KVM driver's kvmrc.",
   },
 
+  {
+    key: "REPLICA_RECOVERY_KEEP",
+    file: "onestor.conf",
+    type: "integer",
+    default: "1",
+    min: 1,
+    max: 100,
+    meaning: "Recovery points kept per protected disk on the replica. Each period adds a point; older " +
+      "increments are merged on the replica (qemu-img commit), so a recreate can use any of the last " +
+      "this many points (`onestor recovery restore VMID --point N`).",
+    usedBy: "recovery snapshots (core/recovery): each period, onestor recovery",
+    upstream: "Upstream kept exactly one point, an overlay that grew without bound and was uploaded " +
+      "whole every period.",
+  },
+  {
+    key: "REPLICA_RECOVERY_FALLBACK",
+    file: "onestor.conf",
+    type: "choice",
+    choices: ["fail", "image"],
+    default: "fail",
+    meaning: "What a recreate (`onevm recover --recreate`) does with a protected disk that has no usable " +
+      "recovery point: `fail` fails the deployment with a message that says why; `image` deploys the disk " +
+      "from its image instead (the guest's data since deployment is lost) and logs a warning.",
+    usedBy: "tm clone/ln of a protected disk after onevm recover --recreate",
+    upstream: "Upstream silently deployed the image when no recovery snapshot existed.",
+  },
+  {
+    key: "REPLICA_RECOVERY_PARALLEL",
+    file: "onestor.conf",
+    type: "integer",
+    default: "2",
+    min: 1,
+    max: 64,
+    meaning: "How many VMs `onestor recovery run` and `onestor recovery daemon` protect at the same time " +
+      "(the disks of one VM are always done one after the other).",
+    usedBy: "onestor recovery run/daemon",
+  },
+  {
+    key: "REPLICA_RECOVERY_POLL",
+    file: "onestor.conf",
+    type: "integer",
+    default: "30",
+    min: 5,
+    max: 3600,
+    unit: "seconds",
+    meaning: "Longest time `onestor recovery daemon` sleeps between two passes; it wakes earlier when a " +
+      "disk's next point is due sooner. Each pass reads the VM pool from oned once.",
+    usedBy: "onestor recovery daemon",
+  },
+  {
+    key: "REPLICA_RECOVERY_QUIESCE",
+    file: "onestor.conf",
+    type: "choice",
+    choices: ["agent", "none"],
+    default: "agent",
+    meaning: "`agent`: each point is taken with the guest's file systems frozen through the QEMU guest " +
+      "agent when the guest has one (the point is then application-consistent); without an agent it is " +
+      "crash-consistent, and the status says so. `none`: never ask the agent.",
+    usedBy: "recovery snapshots (core/recovery): each period",
+    upstream: "Upstream tried `--quiesce`, then took the snapshot without it.",
+  },
+
   // ---- sshrc -----------------------------------------------------------------------------------
   {
     key: "REPLICA_COPY_LOCK_TIMEOUT",
@@ -367,9 +429,10 @@ export const SETTINGS = [
     file: "sshrc",
     type: "path",
     default: "/var/lib/one/datastores/replica_snaps",
-    meaning: "Directory on the replica host that holds the recovery snapshots of VM disks (one " +
-      "sub-directory per VM), used to recreate VMs after a host failure.",
-    usedBy: "recovery snapshots (core/recovery), tm clone/delete in replica mode",
+    meaning: "Directory on the replica host that holds the recovery points of protected VM disks (one " +
+      "sub-directory per VM), used to recreate VMs after a host failure. Keep it on the filesystem of the " +
+      "image cache: the first point of a disk is then a hard link of the cached image and costs no space.",
+    usedBy: "recovery snapshots (core/recovery), tm clone/ln/delete in replica mode",
   },
   {
     key: "REPLICA_SSH_OPTS",

@@ -145,6 +145,7 @@ if (import.meta.main) {
   await copyBenchmarks(rows);
   await startupBenchmark(rows);
   await runCacheBenchmarks(rows);
+  await (await import("./bench_recovery.ts")).run(rows);
   const text = render(rows);
   const out = new URL("../docs/benchmarks.md", import.meta.url).pathname;
   await Deno.writeTextFile(out, text);

@@ -1,7 +1,8 @@
 /**
- * `onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall]`: lays the
- * launcher and one symlink per action under DIR/tm/NAME and DIR/datastore/NAME, and prints the
- * oned.conf lines to add.
+ * `onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--recovery-unit [--unit-dir
+ * DIR] [--user USER]] [--uninstall]`: lays the launcher and one symlink per action under
+ * DIR/tm/NAME and DIR/datastore/NAME, and prints the oned.conf lines to add. With
+ * `--recovery-unit` it also lays the systemd unit of `onestor recovery daemon`.
  *
  * @module
  */
@@ -9,6 +10,10 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../../core/errors.ts";
 import { installDrivers, onedConfLines, uninstallDrivers } from "../../core/install/installer.ts";
+import { installUnit, removeUnit, UNIT_DIR, UNIT_NAME } from "../../core/install/recovery_unit.ts";
+
+const USAGE = "onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] " +
+  "[--recovery-unit [--unit-dir DIR] [--user USER]] [--uninstall]";
 
 /** Runs the install subcommand. */
 export async function run(argv: string[]): Promise<number> {
@@ -22,15 +27,14 @@ export async function run(argv: string[]): Promise<number> {
         "ds-name": { type: "string", default: "onestor" },
         uninstall: { type: "boolean", default: false },
         quiet: { type: "boolean", default: false },
+        "recovery-unit": { type: "boolean", default: false },
+        "unit-dir": { type: "string", default: UNIT_DIR },
+        user: { type: "string", default: "oneadmin" },
       },
       strict: true,
     }));
   } catch (error) {
-    throw new UsageError(
-      `${
-        (error as Error).message
-      } (usage: onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall])`,
-    );
+    throw new UsageError(`${(error as Error).message} (usage: ${USAGE})`);
   }
   if (!values.remotes) {
     throw new UsageError("Missing --remotes DIR (OpenNebula's remotes folder, usually /var/lib/one/remotes)");
@@ -43,6 +47,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.uninstall) {
     const removed = await uninstallDrivers(options);
     if (!values.quiet) console.log(`Removed ${removed} entries laid by onestor under ${options.remotes}`);
+    if (values["recovery-unit"] && await removeUnit(values["unit-dir"]!) && !values.quiet) {
+      console.log(`Removed ${values["unit-dir"]}/${UNIT_NAME} (run: systemctl daemon-reload)`);
+    }
     return 0;
   }
   const report = await installDrivers(options);
@@ -55,6 +62,21 @@ export async function run(argv: string[]): Promise<number> {
     }
     console.log("");
     console.log(onedConfLines(options));
+  }
+  if (values["recovery-unit"]) {
+    const user = values.user!;
+    const path = await installUnit(values["unit-dir"]!, {
+      launcher: `${options.remotes.replace(/\/+$/, "")}/tm/${options.tmName}/.onestor`,
+      user,
+      group: user,
+      home: user === "oneadmin" ? "/var/lib/one" : `/home/${user}`,
+    });
+    if (!values.quiet) {
+      console.log("");
+      console.log(
+        `Laid ${path}; start it with: systemctl daemon-reload && systemctl enable --now ${UNIT_NAME}`,
+      );
+    }
   }
   return 0;
 }

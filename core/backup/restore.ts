@@ -14,6 +14,9 @@
  *    (its snapshots belong to the replaced disk) and the changed-block bitmaps dropped (they
  *    describe the old contents).
  *
+ * A disk with recovery points gets a full copy at its next period (its bitmaps went with its old
+ * content; the replica's record says why).
+ *
  * Refused when the VM's domain runs on the host: its disks cannot be swapped under it. A vTPM
  * state in the backup is not restored (this driver does not manage vTPM state; logged).
  *
@@ -34,6 +37,7 @@ import { localAllocated, trackCopy } from "../progress/copy_progress.ts";
 import { checkFormat } from "../image/disk_scripts.ts";
 import { parseId, parseVmDir } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
+import { chainBroken } from "../recovery/hooks.ts";
 
 /** Arguments of restore. */
 export interface RestoreArgs {
@@ -204,6 +208,9 @@ export async function restore(services: TmServices, argv: readonly string[], rem
       { what: "cannot replace the disks by their backup", timeoutMs: services.transferTimeoutMs },
     );
     logInfo(`Restored disks ${disks.map((d) => d.id).join(", ")} of VM ${args.vmId} on ${vmDir.host}`);
+    for (const d of disks) {
+      await chainBroken(services, vm, d.id, `the disk was restored from backup image ${args.imageId}`);
+    }
   } catch (error) {
     throw new OneStorError(`Error restoring VM disks: ${(error as Error).message}`, {
       exitCode: error instanceof OneStorError ? error.exitCode : undefined,

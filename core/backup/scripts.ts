@@ -18,7 +18,7 @@
 
 import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
 import { virshPrelude } from "../hypervisor/virsh.ts";
-import { checkpointXml } from "../hypervisor/backup_job.ts";
+import { checkTarget, redefineFunction } from "../hypervisor/checkpoint.ts";
 import { type BackupDirs, checkpointName } from "./config.ts";
 
 /** Requests larger than this are split (qemu's BDRV_REQUEST_MAX_BYTES is just under 2 GiB). */
@@ -172,22 +172,21 @@ export interface CheckpointRequest {
  * stale checkpoint of its own number and requires its parent.
  */
 export function checkpointsScript(request: CheckpointRequest): ShellScript {
-  const xml = (name: string) => checkpointXml(name, request.targets);
   const own = checkpointName(request.vmId, request.backupId);
   const parent = checkpointName(request.vmId, request.parentId);
-  const redefineXml = xml("NAME");
+  const targets = request.targets.map(checkTarget);
   return sh`${virshPrelude(request.uri)}
+${redefineFunction()}
 ${bitmapsFunction()}
 dom=${request.domain}
 # Checked before any checkpoint is touched: a backup that cannot run must not end the chain.
 for d in ${request.disks}; do onestor_qcow2 "$d"; done
-t=$(mktemp -d) || exit 70
-trap 'rm -rf "$t"' EXIT
 known=$(onestor_virsh checkpoint-list "$dom" --name) || exit 1
+# Bitmaps of the chain that libvirt does not know as checkpoints (a domain started again after an
+# offline backup) are redefined; libvirt wants a creation time, their order follows their numbers.
 for b in $(onestor_bitmaps ${request.disks[0]} ${request.vmId}); do
   printf '%s\\n' "$known" | grep -qx "$b" && continue
-  printf '%s' ${redefineXml} | sed "s|<name>NAME</name>|<name>$b</name>|" >"$t/cp.xml"
-  onestor_virsh checkpoint-create "$dom" "$t/cp.xml" --redefine >/dev/null || exit 1
+  onestor_redefine "$dom" "$b" "$(( $(date +%s) - 100000 + \${b##*-} ))" no ${targets} || exit 1
 done
 drop() { onestor_virsh checkpoint-delete "$dom" "$1" >/dev/null 2>&1 || onestor_virsh checkpoint-delete "$dom" "$1" --metadata >/dev/null; }
 known=$(onestor_virsh checkpoint-list "$dom" --name) || exit 1

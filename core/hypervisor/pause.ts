@@ -14,8 +14,15 @@
 import { raw, sh, type ShellScript } from "../remote/shell.ts";
 import { virshPrelude } from "./virsh.ts";
 
-/** How the domain is held still: guest agent freeze, vCPU pause, or not at all. */
-export type PauseMode = "agent" | "suspend" | "none";
+/**
+ * How the domain is held still: guest agent freeze (required), guest agent freeze when the guest
+ * has an agent (`agent-if-present`: without one the copy is crash-consistent), vCPU pause, or not
+ * at all.
+ */
+export type PauseMode = "agent" | "agent-if-present" | "suspend" | "none";
+
+/** Line printed by the `agent-if-present` fragment: `ONESTOR_QUIESCED=yes` or `=no`. */
+export const QUIESCED_MARKER = "ONESTOR_QUIESCED";
 
 /** Exit status when the domain could not be frozen or paused (nothing was run). */
 export const EXIT_PAUSE_FAILED = 80;
@@ -34,6 +41,15 @@ export function pauseFragment(mode: PauseMode, timeoutSeconds: number): ShellScr
 if ! perr=$(timeout ${timeoutSeconds} virsh -q -c "$onestor_uri" domfsfreeze "$dom" 2>&1); then
   echo "Cannot freeze the file systems of domain $dom through the guest agent: $(printf '%s' "$perr" | tail -n 1)" >&2
   exit ${EXIT_PAUSE_FAILED}
+fi`;
+    case "agent-if-present":
+      // No agent (or one that does not answer in time) is not an error: the copy is then
+      // crash-consistent, as after a power cut, and the marker says so.
+      return sh`trap 'onestor_virsh domfsthaw "$dom" >/dev/null 2>&1' EXIT
+if timeout ${timeoutSeconds} virsh -q -c "$onestor_uri" domfsfreeze "$dom" >/dev/null 2>&1; then
+  echo ${QUIESCED_MARKER}=yes
+else
+  echo ${QUIESCED_MARKER}=no
 fi`;
     case "suspend":
       return sh`pstate=$(onestor_domstate "$dom") || exit ${EXIT_PAUSE_FAILED}

@@ -7,7 +7,9 @@
 
 /**
  * `monitor_ds <DS_LOC>/<sys_ds>`: per VM, the allocated size of each disk and of each of its
- * snapshots (spec §6.3). Unlike upstream, snapshot ids of any length are reported.
+ * snapshots (spec §6.3), and for a disk with recovery points the `DISK_RECOVERY_SNAPSHOT` line its
+ * last period left in `disk.<i>.recovery` (spec §5.3's format, so `onevm show` has it in the VM's
+ * monitoring as with upstream's probe). Unlike upstream, snapshot ids of any length are reported.
  */
 export function monitorDsScript(driver: string): string {
   return `#!/bin/sh
@@ -28,6 +30,14 @@ for vm in *; do
     size=$(du -mL "$disk" 2>/dev/null | cut -f1)
     out="$out
 DISK_SIZE = [ ID=$id, SIZE=\${size:-0} ]"
+    # The line onestor's last recovery period left beside the disk (docs/recovery.md).
+    if [ -f "$disk.recovery" ]; then
+      line=$(head -n 1 "$disk.recovery")
+      case $line in
+        "DISK_RECOVERY_SNAPSHOT = [ ID=$id, "*" ]") out="$out
+$line" ;;
+      esac
+    fi
     [ -d "$disk.snap" ] || continue
     for snap in "$disk.snap"/*; do
       sid=\${snap##*/}

@@ -18,6 +18,11 @@
  *   the domain runs on the destination or the source folder cannot be confirmed (the destination
  *   might then hold the only copy).
  *
+ * Recovery points (core/recovery): premigrate stops a recovery job running on the source (it would
+ * make the migration fail; the point is taken again on the destination), postmigrate logs whether
+ * the disks' bitmaps came along (the next point is then an increment, else a full copy). The
+ * monitoring line `disk.<i>.recovery` travels with the other files of the folder.
+ *
  * Same host: nothing to do (as upstream). Other drivers of the VM's disks get the same call
  * (`migrate_other`, see migrate_other.ts).
  *
@@ -38,6 +43,7 @@ import { markerScript } from "../tm/monitor_marker.ts";
 import { checkVmPath, parseId } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
 import { migrateOther, tmDirOf } from "./migrate_other.ts";
+import { probeAfterMigration, stopRecoveryJob } from "../recovery/hooks.ts";
 import { liveDomain } from "./vm_domain.ts";
 
 /** Arguments and stdin of the three migration actions. */
@@ -181,6 +187,7 @@ export async function premigrate(services: TmServices, request: MigrationRequest
   if (src === null) {
     throw new OneStorError(`VM folder ${request.srcHost}:${dir} does not exist: nothing to migrate`);
   }
+  if (hasRecoveryPoints(vm)) await stopRecoveryJob(services, request.srcHost, domain);
   await services.runner.run(
     request.dstHost,
     confined(
@@ -212,6 +219,11 @@ export async function premigrate(services: TmServices, request: MigrationRequest
   const byVmm = [...src.keys()].filter((n) => !entries.includes(n) && !n.startsWith(TEMP_PREFIX)).sort();
   if (byVmm.length > 0) logInfo(`Left ${byVmm.join(", ")} to the hypervisor's storage migration`);
   await others(services, request, "premigrate", vm);
+}
+
+/** Whether a disk of the VM has RECOVERY_SNAPSHOT_FREQ (the migration then looks after its recovery job and chain). */
+function hasRecoveryPoints(vm: VmView): boolean {
+  return vm.disks().some((d) => (d.recoverySnapshotFreq ?? 0) > 0);
 }
 
 /** The source folder of a migration: the same path, or the folder in the previous system datastore. */
@@ -247,6 +259,7 @@ export async function postmigrate(services: TmServices, request: MigrationReques
     });
     logInfo(`Removed ${request.srcHost}:${srcDir}: the VM runs on ${request.dstHost} with all its files`);
   }
+  if (hasRecoveryPoints(vm)) await probeAfterMigration(services, vm, request.dstHost, dir, domain);
   if (othersFailed) throw othersFailed;
 }
 

@@ -112,6 +112,28 @@ export const METRICS = {
     labels: ["hop"],
     buckets: RATE,
   },
+  recovery_points_total: {
+    type: "counter",
+    help: "Recovery periods by result (done, failed) and kind of point (incremental, full; none when the " +
+      "period failed before its job).",
+    labels: ["replica", "kind", "result"],
+  },
+  recovery_point_bytes_total: {
+    type: "counter",
+    help: "Bytes of recovery points moved from the hypervisors to the replica, by kind of point.",
+    labels: ["replica", "kind"],
+  },
+  recovery_period_seconds: {
+    type: "histogram",
+    help: "Wall time of recovery periods that made a point, by kind of point.",
+    labels: ["kind"],
+    buckets: SECONDS,
+  },
+  recovery_restores_total: {
+    type: "counter",
+    help: "Disks rebuilt from a recovery point at a recreate, by result (restored, unusable, no_record).",
+    labels: ["replica", "result"],
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 /** A metric name of the catalogue. */

@@ -396,6 +396,16 @@ export class OneClient {
   }
 
   /**
+   * `one.vmpool.infoextended`: the `<VM_POOL>` document with every VM's full template (all users'
+   * VMs, `filter` -2). `state` -1 means every state but DONE, 3 only ACTIVE VMs. The short form
+   * `one.vmpool.info` is not used: oned reduces its DISK elements to a few attributes (no FORMAT,
+   * TARGET or RECOVERY_SNAPSHOT_FREQ).
+   */
+  vmPoolInfo(state = -1): Promise<XmlElement> {
+    return this.#info("one.vmpool.infoextended", [-2, -1, -1, state], undefined, "VM_POOL");
+  }
+
+  /**
    * The `<HOST>` document of a host given by id (`one.host.info`) or by name (`one.host.info`
    * takes only ids, so a name is looked up in `one.hostpool.info`).
    */

@@ -10,6 +10,10 @@
  * paths give the same disk. `clone.replica`/`ln.replica` (upstream's names) take the replica as
  * a 5th argument or from the datastore.
  *
+ * Recovery points (core/recovery): a disk with RECOVERY_SNAPSHOT_FREQ on a replica system datastore
+ * starts its protection once in place (a bitmap in the disk, point 0 on the replica); after `onevm
+ * recover --recreate` it is rebuilt from its recovery point instead of copied from the image.
+ *
  * SPARSE=NO copies without holes and grows with `--preallocation=falloc`. The copy is byte-exact
  * (checksummed), so a copied qcow2 keeps the options it was created with; QCOW2_OPTIONS are then
  * applied in place with `qemu-img amend` where qemu-img can change them (compat, lazy_refcounts,
@@ -20,6 +24,7 @@
  */
 
 import { replicaClone } from "../cache/replica_clone.ts";
+import { cloneFromRecovery, protectAfterClone } from "../recovery/hooks.ts";
 import { InputError } from "../errors.ts";
 import { amendScript, growScript } from "../image/disk_scripts.ts";
 import { logInfo, logWarn } from "../one/log.ts";
@@ -110,20 +115,28 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
   const vm = await services.lookup.vm(request.vmId);
   const facts = diskFacts(vm, dst.diskId);
   const replica = await replicaFor(services, request, vm);
+  const sourcePath = `${src.dir}/${src.name}`;
   await prepareDiskDestination(services, dst);
+  if (await cloneFromRecovery(services, vm, dst, facts, replica)) {
+    // Recreated from a recovery point (onevm recover --recreate): grown to SIZE, its bitmap added.
+    await finishDisk(services, dst, facts);
+    await protectAfterClone(services, vm, dst, facts, replica, sourcePath, true);
+    return;
+  }
   if (replica !== "" && services.runner.isLocal(src.host)) {
     // The cache copies the image (and its .snap) into place; the rest is the same as below.
     await replicaClone({
       action: request.action,
       vmId: request.vmId,
       diskId: dst.diskId,
-      sourcePath: `${src.dir}/${src.name}`,
+      sourcePath,
       imageDsId: request.dsId,
       dest: { host: dst.host, path: dst.path },
       replica,
       sparse: facts.sparse,
     });
     await finishDisk(services, dst, facts);
+    await protectAfterClone(services, vm, dst, facts, replica, sourcePath, false);
     return;
   }
   if (replica !== "") {
@@ -147,6 +160,7 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
   });
   logInfo(`Copied ${(result.streamBytes / 1048576).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s`);
   await finishDisk(services, dst, facts);
+  await protectAfterClone(services, vm, dst, facts, replica, sourcePath, false);
 }
 
 /** Growth to SIZE and QCOW2_OPTIONS on a freshly copied disk (shared with the replica path). */

@@ -4,10 +4,11 @@
  * success. A host that cannot be reached fails the action with a message naming it (oned retries,
  * or ignores it during a recover cleanup).
  *
- * Recovery data on the replica: when the datastore of the call has REPLICA_HOST and the VM's last
- * history ACTION is not 14 (recover --recreate, which needs it), `<REPLICA_RECOVERY_SNAPS_DIR>/<vm>`
- * is removed for the VM folder, or just that disk's entries for a disk (upstream removed the whole
- * VM's data even when one volatile disk was detached). A replica that is down, or an oned that
+ * Recovery data on the replica: when the datastore of the call (or, for a disk, the VM's system
+ * datastore) has REPLICA_HOST and the VM's last history ACTION is not 14 (recover --recreate, which
+ * needs it), `<REPLICA_RECOVERY_SNAPS_DIR>/<vm>` is removed for the VM folder, or just that disk's
+ * entries for a disk (a detached disk's recovery points; upstream removed the whole VM's data even
+ * when one volatile disk was detached). A replica that is down, or an oned that
  * cannot answer, costs only a warning: the leftover is garbage, and the VM's own delete must not
  * fail because of it.
  *
@@ -17,7 +18,8 @@
 import { InputError, OneStorError } from "../errors.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { isDisk, parseLocation } from "../one/location.ts";
-import { HistoryAction } from "../one/objects.ts";
+import { HistoryAction, type VmView } from "../one/objects.ts";
+import { forgetRunStates } from "../recovery/frontend_state.ts";
 import { confined, replicaConfinement } from "../remote/confine.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
 import { checkVmPath, parseVmFile } from "./paths.ts";
@@ -47,16 +49,34 @@ for p in "$@"; do
 done`;
 }
 
-/** The entries of the replica's recovery folder that belong to `path` (a disk or the VM folder). */
+/**
+ * The entries of the replica's recovery folder that belong to `path` (a disk or the VM folder):
+ * onestor's `disk.<i>.recovery` folder of recovery points, and upstream's names (a replica that
+ * upstream's driver used before).
+ */
 export function recoveryEntries(snapsDir: string, vmId: number, path: string): string[] {
   const vmDir = `${snapsDir.replace(/\/+$/, "")}/${vmId}`;
   if (!isDisk(path)) return [vmDir];
   const name = path.slice(path.lastIndexOf("/") + 1);
-  return [`${vmDir}/${name}`, `${vmDir}/${name}.snap`, `${vmDir}/${name}.replica_snap`];
+  return [
+    `${vmDir}/${name}`,
+    `${vmDir}/${name}.snap`,
+    `${vmDir}/${name}.replica_snap`,
+    `${vmDir}/${name}.recovery`,
+  ];
 }
 
-async function cleanReplica(services: TmServices, request: DeleteRequest, path: string): Promise<void> {
-  let replica: string;
+/**
+ * The replica that may hold recovery data for the call: REPLICA_HOST of the datastore of the call
+ * (the system datastore for the VM folder), else, for a disk, of the VM's system datastore (oned
+ * names the image datastore in the DELETE of an image disk).
+ */
+async function replicaOf(
+  services: TmServices,
+  request: DeleteRequest,
+  path: string,
+): Promise<{ replica: string; vm: VmView | null }> {
+  let replica = "";
   try {
     replica = (await services.lookup.datastore(request.dsId)).replicaHost;
   } catch (error) {
@@ -65,18 +85,33 @@ async function cleanReplica(services: TmServices, request: DeleteRequest, path: 
         (error as Error).message
       }`,
     );
-    return;
+    return { replica: "", vm: null };
   }
-  if (replica === "") return;
-  let action: string;
+  if (replica === "" && !isDisk(path)) return { replica: "", vm: null };
+  let vm: VmView | null = null;
   try {
-    action = (await services.lookup.vm(request.vmId)).historyLast("ACTION");
+    vm = await services.lookup.vm(request.vmId);
   } catch (error) {
-    logWarn(
-      `Cannot read VM ${request.vmId}, its recovery data on ${replica} is kept: ${(error as Error).message}`,
-    );
-    return;
+    if (replica !== "") {
+      logWarn(
+        `Cannot read VM ${request.vmId}, its recovery data on ${replica} is kept: ${
+          (error as Error).message
+        }`,
+      );
+    }
+    return { replica: "", vm: null };
   }
+  const sysDs = vm.systemDsId;
+  if (replica === "" && isDisk(path) && sysDs !== null && sysDs !== request.dsId) {
+    replica = await services.lookup.datastore(sysDs).then((ds) => ds.replicaHost).catch(() => "");
+  }
+  return { replica, vm };
+}
+
+async function cleanReplica(services: TmServices, request: DeleteRequest, path: string): Promise<void> {
+  const { replica, vm } = await replicaOf(services, request, path);
+  if (replica === "" || vm === null) return;
+  const action = vm.historyLast("ACTION");
   if (action === String(HistoryAction.DELETE_RECREATE)) {
     logInfo(`Keeping recovery data of VM ${request.vmId} on ${replica} (recover --recreate)`);
     return;
@@ -93,6 +128,7 @@ async function cleanReplica(services: TmServices, request: DeleteRequest, path: 
       what: `Deleting ${entries[0]}`,
       timeoutMs: services.controlTimeoutMs,
     });
+    if (!isDisk(path)) await forgetRunStates(request.vmId);
   } catch (error) {
     if (!(error instanceof OneStorError)) throw error;
     logWarn(`Recovery data ${entries.join(" ")} left on replica ${replica}: ${error.message}`);
@@ -108,7 +144,8 @@ export async function deletePath(services: TmServices, request: DeleteRequest): 
   const path = isDisk(location.path)
     ? parseVmFile(request.target, "Delete target").path
     : checkVmPath(location.path, 3, "Delete target");
-  const paths = isDisk(path) ? [path, `${path}.snap`] : [path];
+  // A disk goes with its snapshots and its recovery monitoring line.
+  const paths = isDisk(path) ? [path, `${path}.snap`, `${path}.recovery`] : [path];
   await cleanReplica(services, request, path);
   logInfo(`Deleting ${path}`);
   const script = confined(services.confine, location.host, { remove: paths }, removePathsScript(paths));

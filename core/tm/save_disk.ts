@@ -5,6 +5,7 @@
  * 1. On the host, a disk that is not a standalone file (recovery layout: a link to a qcow2
  *    overlay, or any qcow2 with a backing file) is flattened in place into the image's recorded
  *    format (upstream always wrote qcow2: §11.11), and the recovery-layout files are dropped.
+ *    Recovery bitmaps (`onestor-rec-*`) are removed: they belong to this VM's recovery chain.
  * 2. The disk and its snapshots folder are copied with the transfer primitive to the image path
  *    (the front-end pulls when SOURCE is a bare path); the copy replaces the image and its `.snap`
  *    folder only once verified. An image whose disk has no snapshots left loses its `.snap` too.
@@ -19,6 +20,7 @@
 import { invalidateImage } from "../cache/invalidate.ts";
 import { flattenScript, preallocateScript } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
+import { dropBitmapsScript } from "../recovery/hypervisor_scripts.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
 import { confined } from "../remote/confine.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
@@ -47,6 +49,7 @@ export async function saveDisk(services: TmServices, request: SaveDiskRequest): 
   const facts = diskFacts(vm, disk.diskId);
   const runner = services.runner;
 
+  // The image gets the disk's content, not the recovery bitmaps of this VM's disk.
   const flat = await runner.output(
     disk.host,
     confined(
@@ -56,6 +59,7 @@ export async function saveDisk(services: TmServices, request: SaveDiskRequest): 
       sh`(${
         flattenScript(disk.path, facts.format, { qcow2Options: services.config.qcow2Options, sparse: true })
       }) || exit 1
+(${dropBitmapsScript({ confine: services.confine, host: disk.host }, disk.path)}) || exit 1
 if [ -d ${`${disk.path}.snap`} ]; then echo SNAP=1; else echo SNAP=0; fi`,
     ),
     { what: `Converting ${disk.path} to a standalone image`, timeoutMs: services.transferTimeoutMs },

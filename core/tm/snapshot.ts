@@ -21,6 +21,7 @@ import {
 } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
 import { confined } from "../remote/confine.ts";
+import { chainBroken, dropDiskBitmaps } from "../recovery/hooks.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
@@ -40,7 +41,7 @@ async function target(services: TmServices, request: SnapshotRequest) {
   const snapId = checkSnapshotId(request.snapId);
   const vm = await services.lookup.vm(request.vmId);
   const facts = diskFacts(vm, disk.diskId);
-  return { disk, snapId, facts };
+  return { disk, snapId, facts, vm };
 }
 
 /** `snap_create`: a full copy of the disk into `disk.<i>.snap/<id>`. */
@@ -83,7 +84,7 @@ export async function deleteSnapshot(services: TmServices, request: SnapshotRequ
 
 /** `snap_revert`: the disk becomes a copy of snapshot `<id>` (checked first, renamed over the disk). */
 export async function revertSnapshot(services: TmServices, request: SnapshotRequest): Promise<void> {
-  const { disk, snapId, facts } = await target(services, request);
+  const { disk, snapId, facts, vm } = await target(services, request);
   logInfo(`Reverting ${disk.host}:${disk.path} to snapshot ${snapId}`);
   await services.runner.run(
     disk.host,
@@ -98,4 +99,9 @@ export async function revertSnapshot(services: TmServices, request: SnapshotRequ
     ),
     { what: `Reverting to snapshot ${disk.path}.snap/${snapId}`, timeoutMs: services.transferTimeoutMs },
   );
+  if (disk.diskId !== null && facts.recoveryFreq !== null) {
+    // The disk changed under its recovery chain: no bitmap may describe it, the next point is full.
+    await dropDiskBitmaps(services, disk.host, disk.path);
+    await chainBroken(services, vm, disk.diskId, `the disk was reverted to snapshot ${snapId}`);
+  }
 }

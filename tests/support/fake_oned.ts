@@ -1,7 +1,8 @@
 /**
  * A fake oned: an XML-RPC server on 127.0.0.1 (random port) answering `one.vm.info`,
- * `one.datastore.info`, `one.host.info`, `one.image.info`, `one.hostpool.info` and
- * `one.datastorepool.info` from objects a test registers, with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
+ * `one.datastore.info`, `one.host.info`, `one.image.info`, `one.hostpool.info`,
+ * `one.datastorepool.info`, `one.vmpool.info` (oned's short VM form) and `one.vmpool.infoextended`
+ * from objects a test registers, with oned's answer shapes (`[true, xml, 0]`, `[false, "[one.vm.info] Error getting virtual
  * machine [7].", 1024, 7, 0]`). It checks the session string and records every call.
  *
  * Lab hosts share the machine's network namespace, so actions running inside them reach the fake
@@ -256,6 +257,43 @@ export class FakeOned {
     return this.close();
   }
 
+  /**
+   * `one.vmpool.info[extended] (session, filter, start, end, state[, query])` (signature A:siiiis):
+   * every registered VM in the range whose STATE matches (-1: all but DONE, -2: all). The short
+   * form keeps what oned's `VirtualMachine::to_xml_short` keeps of each DISK (DISK_ID, DATASTORE,
+   * DATASTORE_ID, IMAGE, IMAGE_ID, SIZE, TYPE, CLONE, CLONE_TARGET, LN_TARGET,
+   * DISK_SNAPSHOT_TOTAL_SIZE): no FORMAT, TARGET or RECOVERY_SNAPSHOT_FREQ.
+   */
+  #vmPool(method: string, session: string, params: FakeParam[]): string {
+    const ints = params.slice(1, 5);
+    if (
+      typeof params[0] !== "string" || ints.length !== 4 || !ints.every((p) => Number.isInteger(p)) ||
+      params.length > 6 || (params.length === 6 && typeof params[5] !== "string")
+    ) {
+      return faultXml(-501, `Type mismatch or wrong number of parameters for ${method}`);
+    }
+    if (session !== this.session) {
+      return responseXml([
+        false,
+        `[${method}] User couldn't be authenticated, aborting call.`,
+        0x100,
+        -1,
+        0n,
+      ]);
+    }
+    const [, start, end, state] = ints as number[];
+    const out: string[] = [];
+    for (const [id, text] of [...this.#objects.vm.entries()].sort(([a], [b]) => a - b)) {
+      if (start >= 0 && id < start) continue;
+      if (end >= 0 && id > end) continue;
+      const vmState = Number(childElement(parseXml(text), "STATE")?.text ?? "-1");
+      if (state === -1 && vmState === 6) continue;
+      if (state >= 0 && vmState !== state) continue;
+      out.push(method === "one.vmpool.info" ? shortVm(text) : text);
+    }
+    return responseXml([true, `<VM_POOL>${out.join("")}</VM_POOL>`, 0]);
+  }
+
   async #handle(request: Request): Promise<Response> {
     const body = await request.text();
     if (this.#delayMs > 0) {
@@ -311,6 +349,8 @@ export class FakeOned {
       "one.image.info": "image",
     } as Record<string, Kind>)[method];
     const poolMethods = ["one.hostpool.info", "one.datastorepool.info"];
+    const vmPoolMethods = ["one.vmpool.info", "one.vmpool.infoextended"];
+    if (vmPoolMethods.includes(method)) return xml(this.#vmPool(method, session, params));
     if (kind === undefined && !poolMethods.includes(method)) {
       return xml(faultXml(-506, `Requested method '${method}' not found`));
     }
@@ -341,4 +381,28 @@ export class FakeOned {
     }
     return xml(responseXml([true, found, 0]));
   }
+}
+
+const SHORT_DISK_ATTRS = [
+  "DISK_ID",
+  "DATASTORE",
+  "DATASTORE_ID",
+  "IMAGE",
+  "IMAGE_ID",
+  "SIZE",
+  "TYPE",
+  "CLONE",
+  "CLONE_TARGET",
+  "LN_TARGET",
+  "DISK_SNAPSHOT_TOTAL_SIZE",
+];
+
+/** A VM reduced the way oned's `one.vmpool.info` reduces it (template DISKs keep a few attributes). */
+function shortVm(text: string): string {
+  return text.replace(/<DISK>(.*?)<\/DISK>/gs, (_, inner: string) => {
+    const kept = [...inner.matchAll(/<([A-Z_]+)>(.*?)<\/\1>/gs)]
+      .filter((m) => SHORT_DISK_ATTRS.includes(m[1]))
+      .map((m) => m[0]);
+    return `<DISK>${kept.join("")}</DISK>`;
+  });
 }

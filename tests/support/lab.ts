@@ -1061,6 +1061,18 @@ export class Lab {
     await this.startSshd(host);
   }
 
+  /**
+   * Kills a host as a power cut would: SIGKILL of its PID 1 ends every process of its PID
+   * namespace at once (sshd, libvirtd, QEMU); nothing listens on its address any more. Its files
+   * stay on the machine (under its `root`) but no other host can reach them.
+   */
+  async killHost(host: string): Promise<void> {
+    const rt = this.#live(host);
+    killIfSame(rt.state.init, "SIGKILL");
+    killIfSame(rt.state.unshare, "SIGKILL");
+    await waitFor(`host ${host} to die`, STOP_TIMEOUT_MS, () => !alive(rt.state.init));
+  }
+
   /** Kills every host, removes the lab dir and its registry entry. Idempotent. */
   stop(): Promise<void> {
     return this.#stopping ??= this.#doStop();

@@ -373,3 +373,26 @@ Deno.test("recovery points: age against the frequency", () => {
   const out = pointFindings(points, 10_000, "onestor");
   assert.deepEqual(out.map((f) => f.status), ["ok", "warn", "fail"]);
 });
+
+Deno.test("recovery points: read from onestor recovery status --json", () => {
+  const disk = (vm: number, state: string, time: number | null) => ({
+    vm,
+    disk: 0,
+    freq_seconds: 60,
+    state,
+    last_point: time === null ? null : { id: 1, time, age_seconds: 10_000 - time, kind: "incremental" },
+  });
+  const points = parsePoints(JSON.stringify({
+    version: 1,
+    generated_at: 10_000,
+    disks: [
+      disk(1, "ok", 9_990),
+      disk(2, "stale", 9_000),
+      disk(3, "no-point", null),
+      disk(4, "not-protected", null),
+      disk(5, "not-running", 1),
+    ],
+  }));
+  assert.deepEqual(points.map((p) => [p.vm, p.last]), [[1, 9_990], [2, 9_000], [3, null]]);
+  assert.deepEqual(pointFindings(points, 10_000, "onestor").map((f) => f.status), ["ok", "fail", "fail"]);
+});

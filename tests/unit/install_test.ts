@@ -128,3 +128,34 @@ Deno.test("the launcher itself takes subcommands", async () => {
     await Deno.remove(remotes, { recursive: true });
   }
 });
+
+Deno.test("install --recovery-unit lays the systemd unit of the recovery daemon; uninstall removes it", async () => {
+  const remotes = await Deno.makeTempDir();
+  const units = await Deno.makeTempDir();
+  try {
+    const r = await onestor(["install", "--remotes", remotes, "--recovery-unit", "--unit-dir", units]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /systemctl daemon-reload && systemctl enable --now onestor-recovery\.service/);
+    const unit = Deno.readTextFileSync(`${units}/onestor-recovery.service`);
+    assert.match(unit, new RegExp(`^ExecStart=${remotes}/tm/onestor/\\.onestor recovery daemon$`, "m"));
+    assert.match(unit, /^User=oneadmin$/m);
+    // The launcher it names takes the recovery subcommand.
+    const help = await runCommand([`${remotes}/tm/onestor/.onestor`, "recovery", "--help"]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /onestor recovery run/);
+    const u = await onestor([
+      "install",
+      "--remotes",
+      remotes,
+      "--uninstall",
+      "--recovery-unit",
+      "--unit-dir",
+      units,
+    ]);
+    assert.equal(u.code, 0, u.stderr);
+    assert.deepEqual(listDir(units), []);
+  } finally {
+    await Deno.remove(remotes, { recursive: true });
+    await Deno.remove(units, { recursive: true });
+  }
+});

@@ -7,6 +7,7 @@ Deno.test("recoveryEntries() is the VM's folder for a VM folder, that disk's ent
     "/snaps/7/disk.2",
     "/snaps/7/disk.2.snap",
     "/snaps/7/disk.2.replica_snap",
+    "/snaps/7/disk.2.recovery",
   ]);
 });
 
