@@ -13,6 +13,7 @@ import { HostRunner } from "../core/remote/runner.ts";
 import { SshClient } from "../core/remote/ssh.ts";
 import { copyEntries } from "../core/transfer/copy.ts";
 import { run as runCacheBenchmarks } from "./bench_cache.ts";
+import { run as runOnedBenchmarks } from "./bench_oned.ts";
 
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 3);
 const IMAGE_MB = Number(Deno.env.get("BENCH_IMAGE_MB") ?? 512);
@@ -140,6 +141,7 @@ if (import.meta.main) {
   await copyBenchmarks(rows);
   await startupBenchmark(rows);
   await runCacheBenchmarks(rows);
+  await runOnedBenchmarks(rows); // under a real oned; details in docs/benchmarks-oned.md
   const text = render(rows);
   const out = new URL("../docs/benchmarks.md", import.meta.url).pathname;
   await Deno.writeTextFile(out, text);

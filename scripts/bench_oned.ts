@@ -7,15 +7,16 @@
  *
  * Scenarios: a cold deploy of a new 1 GiB dense image; a warm deploy (a second VM of that image on the
  * other hypervisor); 8 parallel deploys of one new 256 MiB image; a cold deploy of a sparse 1 GiB image
- * with 50 MiB of data. Each is run BENCH_ONED_RUNS times (default 3) per driver; a row gives the
+ * with 50 MiB of data; a cold deploy of a 1 MiB image (what a deployment costs besides moving bytes). Each
+ * is run BENCH_ONED_RUNS times (default 3) per driver; a row gives the
  * medians, the spread, the bytes the front-end sent to the replica (counted on the wire by a relay),
  * the disks that differ from their image (`cmp`), and the CPU seconds spent in each lab host.
  *
  * Every deploy also yields a timeline: the states polled, when one_tm started and ended each action
  * process (its children, polled every 10 ms), and onestor's own `DEBUG:` lines (LOG_LEVEL=debug) with
- * the duration of every remote command. `deno run -A scripts/bench_oned.ts` runs this file alone and
- * writes docs/benchmarks-oned.md (rows, method, timelines); `deno task bench` adds the rows to
- * docs/benchmarks.md.
+ * the duration of every remote command. Both `deno run -A scripts/bench_oned.ts` (this file alone) and
+ * `deno task bench` (which adds the rows to docs/benchmarks.md) write docs/benchmarks-oned.md: the rows,
+ * every deploy's figures with the machine's load, and the timelines.
  *
  * @module
  */
@@ -40,12 +41,12 @@ const PARALLEL_MB = Number(Deno.env.get("BENCH_ONED_PARALLEL_MB") ?? 256);
 const PARALLEL = Number(Deno.env.get("BENCH_ONED_PARALLEL") ?? 8);
 const SPARSE_MB = Number(Deno.env.get("BENCH_ONED_SPARSE_MB") ?? 1024);
 const SPARSE_DATA_MB = Number(Deno.env.get("BENCH_ONED_SPARSE_DATA_MB") ?? 50);
-const SCENARIOS = (Deno.env.get("BENCH_ONED_SCENARIOS") ?? "cold,warm,parallel,sparse").split(",");
+const SCENARIOS = (Deno.env.get("BENCH_ONED_SCENARIOS") ?? "cold,warm,parallel,sparse,small").split(",");
 const HOSTS = ["frontend", "replica", "hv1", "hv2"];
 const MiB = 1 << 20;
 
 type Driver = "onestor" | "upstream";
-type Scenario = "cold" | "warm" | "parallel" | "sparse";
+type Scenario = "cold" | "warm" | "parallel" | "sparse" | "small";
 
 /** What one measured deployment (or group of parallel ones) gave. */
 interface Sample {
@@ -120,6 +121,7 @@ async function makeSources(one: OnedWorld): Promise<Record<string, string>> {
   const dense = `${one.files}/dense.raw`;
   const parallel = `${one.files}/parallel.raw`;
   const sparse = `${one.files}/sparse.raw`;
+  const small = `${one.files}/small.raw`;
   await bash(
     one,
     "frontend",
@@ -129,9 +131,9 @@ async function makeSources(one: OnedWorld): Promise<Record<string, string>> {
       `truncate -s ${SPARSE_MB}M ${sparse}; ` +
       `dd if=/dev/urandom of=${sparse} bs=1M count=${SPARSE_DATA_MB} seek=${
         Math.floor(SPARSE_MB / 3)
-      } conv=notrunc status=none; chmod 644 ${dense} ${parallel} ${sparse}`,
+      } conv=notrunc status=none; head -c ${MiB} /dev/urandom > ${small}; chmod 644 ${dense} ${parallel} ${sparse} ${small}`,
   );
-  return { dense, parallel, sparse };
+  return { dense, parallel, sparse, small };
 }
 
 let imageCount = 0;
@@ -302,9 +304,12 @@ async function runDriver(
     );
     await cleanup(one, vms, image.id);
   }
-  if (SCENARIOS.includes("sparse")) {
-    const image = await newImage(one, setup.images[driver], sources.sparse);
-    const vm = await one.createVm({ name: `${driver}-sparse-${run}`, disks: [{ image: image.id }] });
+  // One new image, one VM on hv1: a sparse image, and an almost empty one (what a deployment costs
+  // besides moving bytes: lookups, connections, bookkeeping).
+  for (const [scenario, source] of [["sparse", sources.sparse], ["small", sources.small]] as const) {
+    if (!SCENARIOS.includes(scenario)) continue;
+    const image = await newImage(one, setup.images[driver], source);
+    const vm = await one.createVm({ name: `${driver}-${scenario}-${run}`, disks: [{ image: image.id }] });
     await one.closeSshMasters();
     log(
       await measure(one, meter, {
@@ -312,7 +317,7 @@ async function runDriver(
         run,
         ds,
         source: image.source,
-        scenario: "sparse",
+        scenario,
         vms: [vm],
         hosts: ["hv1"],
       }),
@@ -327,11 +332,12 @@ const TITLES: Record<Scenario, string> = {
   warm: "warm deploy to RUNNING (second VM of that image, other host)",
   parallel: `${PARALLEL} parallel deploys to RUNNING of one new ${PARALLEL_MB} MiB image`,
   sparse: `cold deploy to RUNNING, new ${SPARSE_MB} MiB sparse image with ${SPARSE_DATA_MB} MiB data`,
+  small: "cold deploy to RUNNING, new 1 MiB image (the fixed cost of a deployment)",
 };
 
 function rowsOf(samples: Sample[]): OnedRow[] {
   const rows: OnedRow[] = [];
-  for (const scenario of ["cold", "warm", "parallel", "sparse"] as Scenario[]) {
+  for (const scenario of ["cold", "warm", "parallel", "sparse", "small"] as Scenario[]) {
     const of = (d: Driver) => samples.filter((s) => s.driver === d && s.scenario === scenario);
     const [ours, theirs] = [of("onestor"), of("upstream")];
     if (!ours.length || !theirs.length) continue;
@@ -355,30 +361,52 @@ function rowsOf(samples: Sample[]): OnedRow[] {
   return rows;
 }
 
-/** Runs the oned benchmarks and appends their rows; returns the per-deploy details as Markdown. */
-export async function run(rows: OnedRow[]): Promise<string> {
+/** Runs the oned benchmarks, appends their rows and writes docs/benchmarks-oned.md. */
+export async function run(rows: OnedRow[]): Promise<void> {
   const support = onedSupport();
   if (!support.ok) {
     console.log(`oned benchmarks skipped: ${support.reason}`);
-    return "";
+    return;
   }
-  await using one = await OnedWorld.start({ logLevel: "debug" });
-  const setup = await createDatastores(one);
-  const sources = await makeSources(one);
-  const meter = await WireMeter.start(one.lab, "frontend", "replica");
   const samples: Sample[] = [];
-  try {
-    for (let r = 1; r <= RUNS; r++) {
-      const order: Driver[] = r % 2 ? ["onestor", "upstream"] : ["upstream", "onestor"];
-      for (const d of order) samples.push(...await runDriver(one, meter, setup, sources, d, r));
+  {
+    await using one = await OnedWorld.start({ logLevel: "debug" });
+    const setup = await createDatastores(one);
+    const sources = await makeSources(one);
+    const meter = await WireMeter.start(one.lab, "frontend", "replica");
+    try {
+      for (let r = 1; r <= RUNS; r++) {
+        const order: Driver[] = r % 2 ? ["onestor", "upstream"] : ["upstream", "onestor"];
+        for (const d of order) samples.push(...await runDriver(one, meter, setup, sources, d, r));
+      }
+    } finally {
+      await meter.stop();
     }
-  } finally {
-    await meter.stop();
   }
   const found = rowsOf(samples);
   rows.push(...found);
-  const details = [
-    "## Per deploy (oned benchmarks)",
+  const cpus =
+    Deno.readTextFileSync("/proc/cpuinfo").split("\n").filter((l) => l.startsWith("processor")).length;
+  const text = [
+    "# Benchmarks under a real oned",
+    "",
+    `Measured by \`scripts/bench_oned.ts\` on ${
+      new Date().toISOString().slice(0, 10)
+    } (${cpus} CPUs, every lab host on`,
+    "the same machine; the load averages of each deploy are below). Method: scripts/bench_oned.ts. Time is from",
+    "`one.vm.deploy` to the first poll (every 0.1 s) that sees RUNNING; ratio = onestor / upstream (below 1 is",
+    "faster). CPU seconds are those of every process of each lab host (its PID namespace), bytes are those the",
+    "front-end's SSH connections to the replica carried, counted by a relay.",
+    "",
+    "| measurement | baseline | onestor (s) | upstream (s) | ratio | note |",
+    "|---|---|---|---|---|---|",
+    ...found.map((r) =>
+      `| ${r.name} | ${r.baseline} | ${r.seconds.toFixed(2)} | ${r.baselineSeconds.toFixed(2)} | ${
+        (r.seconds / r.baselineSeconds).toFixed(2)
+      } | ${r.note} |`
+    ),
+    "",
+    "## Per deploy",
     "",
     "| driver | scenario | run | s | MiB sent to replica | disks ≠ image | CPU s frontend | replica | hv1 | hv2 | load (1/5/15 min) before → after |",
     "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -390,6 +418,10 @@ export async function run(rows: OnedRow[]): Promise<string> {
     "",
     "## Timelines (first run of each driver and scenario)",
     "",
+    "Seconds after `one.vm.deploy`: the states polled, when one_tm started and ended each action process",
+    "(polled every 10 ms), then the driver's lines in oned.log (whole seconds; onestor's `DEBUG:` lines give",
+    "each remote command's duration).",
+    "",
     ...samples.filter((s) => s.run === 1).flatMap((s) => [
       `### ${s.driver}, ${s.scenario}`,
       "",
@@ -398,31 +430,20 @@ export async function run(rows: OnedRow[]): Promise<string> {
       "```",
       "",
     ]),
-  ];
-  return details.join("\n");
-}
-
-if (import.meta.main) {
-  const rows: OnedRow[] = [];
-  const details = await run(rows);
-  const text = [
-    "# Benchmarks under a real oned",
-    "",
-    `Measured by \`deno run -A scripts/bench_oned.ts\` on ${new Date().toISOString().slice(0, 10)}; see the`,
-    "module's documentation for the method. Ratio = onestor / upstream (below 1 is faster).",
-    "",
-    "| measurement | baseline | onestor (s) | upstream (s) | ratio | note |",
-    "|---|---|---|---|---|---|",
-    ...rows.map((r) =>
-      `| ${r.name} | ${r.baseline} | ${r.seconds.toFixed(2)} | ${r.baselineSeconds.toFixed(2)} | ${
-        (r.seconds / r.baselineSeconds).toFixed(2)
-      } | ${r.note} |`
-    ),
-    "",
-    details,
   ].join("\n");
   const out = new URL("../docs/benchmarks-oned.md", import.meta.url).pathname;
   await Deno.writeTextFile(out, text);
   await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", out] }).output();
-  console.log(text);
+}
+
+if (import.meta.main) {
+  const rows: OnedRow[] = [];
+  await run(rows);
+  for (const r of rows) {
+    console.log(
+      `${r.name}: ${r.seconds.toFixed(2)} s vs ${r.baselineSeconds.toFixed(2)} s, ratio ${
+        (r.seconds / r.baselineSeconds).toFixed(2)
+      }; ${r.note}`,
+    );
+  }
 }

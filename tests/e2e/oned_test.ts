@@ -35,13 +35,17 @@ async function sourceFile(
   format: string,
   sizeMb: number,
   patterns: Pattern[],
+  dense = false,
 ): Promise<string> {
   const path = `${one.files}/${name}`;
   const writes = patterns.map((p) => `-c 'write -P ${p.byte} ${p.offset} ${p.length}'`).join(" ");
+  // A dense raw image is random data everywhere, so every byte has to cross the wire.
+  const create = dense
+    ? `head -c ${sizeMb * MiB} /dev/urandom >${path}`
+    : `qemu-img create -q -f ${format} ${path} ${sizeMb}M`;
   await one.sh(
     "frontend",
-    `qemu-img create -q -f ${format} ${path} ${sizeMb}M && qemu-io -f ${format} ${writes} ${path} >/dev/null` +
-      ` && chmod 644 ${path}`,
+    `${create} && qemu-io -f ${format} ${writes} ${path} >/dev/null && chmod 644 ${path}`,
   );
   return path;
 }
@@ -334,7 +338,7 @@ onedTest(
         }));
         const image = await one.createImage(images, {
           NAME: "parallel",
-          PATH: await sourceFile(one, "parallel.raw", "raw", 64, patterns),
+          PATH: await sourceFile(one, "parallel.raw", "raw", 64, patterns, true),
           TYPE: "OS",
         });
         const source = await imageSource(one, image);
