@@ -427,6 +427,29 @@ export class OnedWorld {
     return id;
   }
 
+  /**
+   * Creates a VM with `disks` (image disks may carry attributes such as RECOVERY_SNAPSHOT_FREQ),
+   * deploys it on `host` and system datastore `ds`, waits until it is RUNNING and returns its id.
+   * Later scheduling (a resume, a recreate) is pinned to `ds` and, when given, to `schedHost`.
+   */
+  async deployVm(options: {
+    name: string;
+    disks: DiskSpec[];
+    host: string;
+    ds: number;
+    schedHost?: string;
+    timeoutMs?: number;
+  }): Promise<number> {
+    const vm = await this.createVm({
+      name: options.name,
+      disks: options.disks,
+      sched: { host: options.schedHost, ds: options.ds },
+    });
+    await this.deploy(vm, options.host, options.ds);
+    await this.waitVm(vm, "RUNNING", options.timeoutMs);
+    return vm;
+  }
+
   /** `onevm deploy VM HOST DS`: places a held (or pending) VM on a host and system datastore. */
   async deploy(vm: number, host: string, ds: number): Promise<void> {
     this.states.watch(vm);
