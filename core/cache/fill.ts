@@ -93,6 +93,7 @@ export async function fillEntry(request: FillRequest): Promise<FillOutcome> {
         host: folder.replica,
         dir: folder.dir,
         fill: held.lease.fill,
+        confine: folder.confine,
         hopOptions: request.frontendHopOptions,
       },
       forward: request.forward,

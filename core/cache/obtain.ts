@@ -31,6 +31,7 @@ import { imageIdentity, type ImageStat } from "./identity.ts";
 import { acquireLease, jitter, pinEntry, releaseLease } from "./lease.ts";
 import type { ReplicaFolder } from "./store.ts";
 import { verifyContent } from "./verify.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** How to get the entry. */
 export interface ObtainRequest {
@@ -129,6 +130,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         const pinned = await pinEntry(folder, name, state.entryText, request.pin, request.leaseSeconds);
         if (pinned !== null) {
           if (waitingFor) {
+            metrics.lockWait(folder.replica, waitedMs / 1000);
             log.info(`${waitingFor} filled the cache; waited ${(waitedMs / 1000).toFixed(1)} s`);
           }
           return { kind: "hit", entryText: pinned, entry: parseEntry(pinned)! };
@@ -153,6 +155,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         );
       }
       if (request.lockTimeoutSeconds > 0 && waitedMs >= request.lockTimeoutSeconds * 1000) {
+        metrics.lockWait(folder.replica, waitedMs / 1000);
         return { kind: "timeout", holder: lease!.owner, waitedSeconds: Math.round(waitedMs / 1000) };
       }
       await sleep(delay);
@@ -209,6 +212,7 @@ export async function obtainEntry(request: ObtainRequest): Promise<ObtainOutcome
         pin: request.pin,
         log,
       });
+      metrics.fill(folder.replica, outcome.promoted);
       return { kind: "filled", fill: outcome };
     } finally {
       await releaseLease(folder, held).catch(() => {});

@@ -29,6 +29,7 @@ import {
   getRunner,
   transferTimeoutMs,
 } from "../runtime.ts";
+import { tmConfinement } from "../remote/confine.ts";
 import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
 import { routedCopy } from "../transfer/routed_copy.ts";
 import { ownerId } from "./entry.ts";
@@ -39,6 +40,8 @@ import { applyPendingInvalidations } from "./invalidate.ts";
 import { obtainEntry } from "./obtain.ts";
 import { ReplicaFolder } from "./store.ts";
 import { storageRoute } from "./targets.ts";
+import { metrics } from "../metrics/metrics.ts";
+import { errorKind } from "../metrics/error_kind.ts";
 
 /** A clone/ln in replica mode, as the TM action hands it over. */
 export interface ReplicaCloneRequest {
@@ -66,7 +69,7 @@ function diskEntries(image: string, disk: string): CopyEntry[] {
 async function directCopy(request: ReplicaCloneRequest, stat: ImageStat): Promise<void> {
   const result = await copyEntries(getRunner(), {
     from: { host: null, dir: stat.dir, entries: diskEntries(stat.name, basenameOf(request.dest.path)) },
-    to: { host: request.dest.host, dir: dirnameOf(request.dest.path) },
+    to: { host: request.dest.host, dir: dirnameOf(request.dest.path), confine: tmConfinement(getConfig()) },
     sparse: request.sparse,
     checksum: checksumProgram(),
     timeoutMs: transferTimeoutMs(),
@@ -96,6 +99,7 @@ export async function replicaClone(request: ReplicaCloneRequest): Promise<void> 
       `Replica ${request.replica} cannot serve ${request.sourcePath} (${oneLine(error)}): ` +
         `copying straight from the front-end to ${request.dest.host} (REPLICA_FALLBACK=yes)`,
     );
+    metrics.count("cache_fallbacks_total", { replica: request.replica, reason: errorKind(error) });
     await directCopy(request, stat);
     return;
   }
@@ -144,6 +148,7 @@ async function viaReplica(
         address: route.address,
         dir: destDir,
         entries,
+        confine: tmConfinement(config),
         hopOptions: config.replicaSshOpts,
       }
       : undefined,
@@ -153,6 +158,7 @@ async function viaReplica(
       logWarn(
         `No room in the cache of ${replica} (${outcome.reason}): copying ${request.sourcePath} without caching it`,
       );
+      metrics.count("cache_fallbacks_total", { replica, reason: "no_room" });
       return false;
     case "timeout": {
       const message =
@@ -162,9 +168,11 @@ async function viaReplica(
         throw new LockError(`${message}; set REPLICA_FALLBACK=yes or raise the timeout`);
       }
       logWarn(`${message}: copying straight from the front-end instead`);
+      metrics.count("cache_fallbacks_total", { replica, reason: "lock_timeout" });
       return false;
     }
     case "filled": {
+      metrics.count("cache_misses_total", { replica, datastore: request.imageDsId });
       const fill = outcome.fill;
       logNotPromoted(fill, replica, request.sourcePath);
       if (fill.forwarded === true) {
@@ -182,6 +190,7 @@ async function viaReplica(
       break;
     }
     case "hit":
+      metrics.count("cache_hits_total", { replica, datastore: request.imageDsId });
       logInfo(`Cache hit for ${request.sourcePath} on ${replica}`);
       break;
   }
@@ -192,10 +201,11 @@ async function viaReplica(
   try {
     const result = await routedCopy(runner, {
       from: { host: replica, dir: stat.dir, entries },
-      to: { host: request.dest.host, dir: destDir },
+      to: { host: request.dest.host, dir: destDir, confine: tmConfinement(config) },
       sparse: request.sparse,
       checksum: checksumProgram(),
       toHopOptions: config.replicaSshOpts,
+      hop: "replica_to_host",
       timeoutMs: transferTimeoutMs(),
       what: `Error copying ${replica}:${request.sourcePath} to ${request.dest.host}:${request.dest.path}`,
     }, route);

@@ -133,7 +133,7 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
         { name: `${src.name}.snap`, as: `${dst.name}.snap`, optional: true },
       ],
     },
-    to: { host: dst.host, dir: dst.vmDir },
+    to: { host: dst.host, dir: dst.vmDir, confine: services.confine },
     sparse: facts.sparse,
     checksum: services.checksum,
     timeoutMs: services.transferTimeoutMs,

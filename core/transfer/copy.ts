@@ -18,10 +18,12 @@
  */
 
 import { OneStorError } from "../errors.ts";
+import { confine, type Confinement } from "../remote/confine.ts";
 import { lastLines } from "../remote/process.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { hopScript } from "../remote/ssh.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** One file or folder to copy, relative to the source folder. */
 export interface CopyEntry {
@@ -36,7 +38,8 @@ export interface CopyEntry {
 /** A copy between two hosts. A host of null means the front-end itself. */
 export interface CopyRequest {
   from: { host: string | null; dir: string; entries: CopyEntry[] };
-  to: { host: string | null; dir: string };
+  /** Where the entries land; `confine` says where that may be (checked on the destination host). */
+  to: { host: string | null; dir: string; confine: Confinement };
   /** Keep holes (default true); false writes every zero, for SPARSE=NO. */
   sparse?: boolean;
   /** Copy what symlinks point to instead of the links. */
@@ -53,6 +56,8 @@ export interface CopyRequest {
   timeoutMs?: number;
   /** Human description for errors, e.g. "Error copying fe:/x to hv1:/y". */
   what?: string;
+  /** The `hop` label of its transfer metrics when the ends alone do not tell (e.g. `replica_to_host`). */
+  hop?: string;
 }
 
 /** What a finished copy moved. */
@@ -145,6 +150,7 @@ exit $rc`;
 export function receiverScript(request: CopyRequest, tmp: string): ShellScript {
   const checksum = checksumOf(request);
   return sh`set -o pipefail
+${confineDestination(request, tmp)}
 mkdir -p -- ${request.to.dir} && cd -- ${request.to.dir} || exit 73
 rm -rf -- ${tmp} && mkdir -- ${tmp} || exit 73
 t=$(mktemp -d) || exit 70
@@ -168,14 +174,26 @@ export function commitScript(request: CopyRequest, tmp: string): ShellScript {
   mv -f -- ${`${tmp}/${e.name}`} ${final} || exit 74
 fi`.text;
   });
-  return sh`cd -- ${request.to.dir} || exit 74
+  return sh`${confineDestination(request, tmp)}
+cd -- ${request.to.dir} || exit 74
 ${raw(moves.join("\n"))}
 rm -rf -- ${tmp}`;
 }
 
 /** Removes the temporary folder after a failed copy. */
 export function cleanupScript(request: CopyRequest, tmp: string): ShellScript {
-  return sh`cd -- ${request.to.dir} 2>/dev/null && rm -rf -- ${tmp}; true`;
+  return sh`${confine(request.to.confine, request.to.host, { remove: [`${request.to.dir}/${tmp}`] })}
+cd -- ${request.to.dir} 2>/dev/null && rm -rf -- ${tmp}; true`;
+}
+
+/**
+ * Confinement of what a copy writes at its destination: the temporary folder and the entries (so
+ * also the folder holding them, which may be a root itself, e.g. a datastore's BASE_PATH).
+ */
+function confineDestination(request: CopyRequest, tmp: string): ShellScript {
+  const dir = request.to.dir;
+  const finals = request.from.entries.map((e) => `${dir}/${e.as ?? e.name}`);
+  return confine(request.to.confine, request.to.host, { write: [`${dir}/${tmp}`, ...finals] });
 }
 
 function describe(request: CopyRequest): string {
@@ -264,6 +282,7 @@ ${ssh} | bash -c ${receiver.text}`;
   await runner.run(request.to.host, commitScript(request, tmp), {
     what: `${what}: cannot move the copy into place`,
   });
+  metrics.copied(request, runner, bytes, started);
   return {
     streamBytes: bytes,
     streamChecksum: srcSum ?? "",

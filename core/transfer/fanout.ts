@@ -16,6 +16,7 @@
  */
 
 import { RemoteError } from "../errors.ts";
+import { confine, type Confinement } from "../remote/confine.ts";
 import { lastLines } from "../remote/process.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
@@ -29,13 +30,14 @@ import {
   receiverScript,
   senderScript,
 } from "./copy.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** A cut-through copy (see the module doc). */
 export interface FanoutRequest {
   /** Folder and entries on the front-end; the relay keeps their names. */
   from: { dir: string; entries: CopyEntry[] };
-  /** The relay host; its copy lands in `<dir>/<fill>/`. */
-  relay: { host: string; dir: string; fill: string; hopOptions?: readonly string[] };
+  /** The relay host; its copy lands in `<dir>/<fill>/`, which `confine` must allow. */
+  relay: { host: string; dir: string; fill: string; confine: Confinement; hopOptions?: readonly string[] };
   /**
    * Where the relay forwards the stream: `host` names it for the front-end (commit), `address` is
    * what the relay connects to (default `host`); entries are renamed with their `as` at commit.
@@ -45,6 +47,8 @@ export interface FanoutRequest {
     address?: string;
     dir: string;
     entries: CopyEntry[];
+    /** Where the forward may write (checked on the forward host). */
+    confine: Confinement;
     hopOptions?: readonly string[];
   };
   /** Keep holes (default true). */
@@ -115,7 +119,9 @@ export function parseManifest(manifest: readonly string[]): Record<string, strin
 export function relayScript(request: FanoutRequest, forward: ShellScript): ShellScript {
   const { dir, fill } = request.relay;
   const names = request.from.entries.map((e) => e.name);
+  const written = [`${dir}/${fill}`, ...(request.startLog ? [`${dir}/.onestor-cache.log`] : [])];
   return sh`set -o pipefail
+${confine(request.relay.confine, request.relay.host, { write: written })}
 mkdir -p -- ${dir} && cd -- ${dir} || exit 73
 rm -rf -- ${fill} && mkdir -- ${fill} || exit 73
 ${request.startLog ? sh`printf '%s\\n' ${request.startLog} >>.onestor-cache.log 2>/dev/null` : raw(":")}
@@ -197,7 +203,7 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
   const fwdRequest: CopyRequest | null = forward
     ? {
       from: { host: request.relay.host, dir: request.relay.dir, entries: forward.entries },
-      to: { host: forward.host, dir: forward.dir },
+      to: { host: forward.host, dir: forward.dir, confine: forward.confine },
       sparse: request.sparse,
       checksum,
       // The relay reads the tar stream itself, so this hop is never compressed.
@@ -220,7 +226,7 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
   const sshArgv = runner.ssh.argv(request.relay.host, relay, request.relay.hopOptions, "bash");
   const sender: CopyRequest = {
     from: { host: null, dir: request.from.dir, entries: request.from.entries },
-    to: { host: request.relay.host, dir: request.relay.dir },
+    to: { host: request.relay.host, dir: request.relay.dir, confine: request.relay.confine },
     sparse: request.sparse,
     checksum,
     compression: "none",
@@ -300,6 +306,9 @@ export async function fanoutCopy(runner: HostRunner, request: FanoutRequest): Pr
     if (problem !== null) await cleanupForward();
     forwardResult = { ok: problem === null, problem };
   }
+  const seconds = (performance.now() - started) / 1000;
+  metrics.transfer("frontend_to_replica", request.relay.host, bytes, seconds);
+  if (forwardResult?.ok) metrics.transfer("replica_to_host", request.forward!.host, bytes, seconds);
   return {
     streamBytes: bytes,
     streamChecksum: srcSum,

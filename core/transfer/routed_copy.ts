@@ -25,6 +25,7 @@ import {
   receiverScript,
   senderScript,
 } from "./copy.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** How the data connection of a host-to-host copy is made. */
 export type CopyRoute =
@@ -104,6 +105,7 @@ ${pull} | bash -c ${receiverScript(request, tmp).text}`;
     );
   }
   await runner.run(to, commitScript(request, tmp), { what: `${what}: cannot move the copy into place` });
+  metrics.copied(request, runner, Number(marker(both, "ONESTOR_SRC_BYTES") || "0"), started);
   return {
     streamBytes: Number(marker(both, "ONESTOR_SRC_BYTES") || "0"),
     streamChecksum: srcSum ?? "",

@@ -8,6 +8,7 @@ import { encodeRecord, entryName, type Lease, leaseName, parseEntry } from "../.
 import { statImage } from "../../core/cache/identity.ts";
 import { obtainEntry, type ObtainRequest } from "../../core/cache/obtain.ts";
 import { ReplicaFolder } from "../../core/cache/store.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -30,10 +31,10 @@ async function scratch() {
   assert.ok(make.success);
   const previous = Deno.env.get("ONESTOR_STATE_DIR");
   Deno.env.set("ONESTOR_STATE_DIR", `${root}/state`);
-  const folder = new ReplicaFolder(runner, "replica-test", replica, 30_000);
+  const folder = new ReplicaFolder(runner, "replica-test", replica, 30_000, scratchConfinement(root));
   await folder.ensure();
   const request = async (owner: string, extra: Partial<ObtainRequest> = {}): Promise<ObtainRequest> => ({
-    folder: new ReplicaFolder(runner, "replica-test", replica, 30_000),
+    folder: new ReplicaFolder(runner, "replica-test", replica, 30_000, scratchConfinement(root)),
     stat: await statImage(image),
     owner,
     algorithm: "b2sum",

@@ -21,6 +21,7 @@ import {
 import { HostRunner } from "../../core/remote/runner.ts";
 import { fanoutCopy, parseManifest, perFileCommand } from "../../core/transfer/fanout.ts";
 import { RemoteError } from "../../core/errors.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const IMAGE = "0123456789abcdef0123456789abcdef";
 
@@ -83,8 +84,14 @@ Deno.test("fanoutCopy() writes the relay's copy and forwards the same stream, wi
   await using s = await scratch();
   const result = await fanoutCopy(s.runner, {
     from: { dir: s.fe, entries },
-    relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-x" },
-    forward: { host: "hv-test", address: "relay-test", dir: s.hv, entries: forwardEntries },
+    relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-x", confine: scratchConfinement(s.root) },
+    forward: {
+      host: "hv-test",
+      address: "relay-test",
+      dir: s.hv,
+      entries: forwardEntries,
+      confine: scratchConfinement(s.root),
+    },
     checksum: "b2sum",
     contentChecksum: "b2sum",
     startLog: JSON.stringify({ event: "fill-start" }),
@@ -122,8 +129,14 @@ Deno.test("fanoutCopy(): a forward that fails still leaves a complete relay copy
   await Deno.writeTextFile(`${s.root}/hv-file`, "not a folder");
   const noForward = await fanoutCopy(s.runner, {
     from: { dir: s.fe, entries },
-    relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-z" },
-    forward: { host: "hv-test", address: "relay-test", dir: `${s.root}/hv-file/7`, entries: forwardEntries },
+    relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-z", confine: scratchConfinement(s.root) },
+    forward: {
+      host: "hv-test",
+      address: "relay-test",
+      dir: `${s.root}/hv-file/7`,
+      entries: forwardEntries,
+      confine: scratchConfinement(s.root),
+    },
     contentChecksum: "b2sum",
   });
   assert.equal(noForward.relay.ok, true);
@@ -136,7 +149,12 @@ Deno.test("fanoutCopy() throws a RemoteError naming the relay when it cannot be 
   await assert.rejects(
     fanoutCopy(s.runner, {
       from: { dir: s.fe, entries },
-      relay: { host: "down-host", dir: s.relay, fill: ".onestor-fill-q" },
+      relay: {
+        host: "down-host",
+        dir: s.relay,
+        fill: ".onestor-fill-q",
+        confine: scratchConfinement(s.root),
+      },
       contentChecksum: "b2sum",
     }),
     (error: unknown) =>
@@ -152,7 +170,12 @@ Deno.test("fanoutCopy() stops the stream when the process that owns it is gone (
   await assert.rejects(
     fanoutCopy(s.runner, {
       from: { dir: s.fe, entries },
-      relay: { host: "relay-test", dir: s.relay, fill: ".onestor-fill-w" },
+      relay: {
+        host: "relay-test",
+        dir: s.relay,
+        fill: ".onestor-fill-w",
+        confine: scratchConfinement(s.root),
+      },
       contentChecksum: "b2sum",
       ownerPid: gone.pid,
     }),
