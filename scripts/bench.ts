@@ -14,6 +14,7 @@ import { SshClient } from "../core/remote/ssh.ts";
 import { copyEntries } from "../core/transfer/copy.ts";
 import { tmConfinement } from "../core/remote/confine.ts";
 import { run as runCacheBenchmarks } from "./bench_cache.ts";
+import { run as runOnedBenchmarks } from "./bench_oned.ts";
 
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 3);
 const IMAGE_MB = Number(Deno.env.get("BENCH_IMAGE_MB") ?? 512);
@@ -146,6 +147,7 @@ if (import.meta.main) {
   await startupBenchmark(rows);
   await runCacheBenchmarks(rows);
   await (await import("./bench_recovery.ts")).run(rows);
+  await runOnedBenchmarks(rows); // under a real oned; details in docs/benchmarks-oned.md
   const text = render(rows);
   const out = new URL("../docs/benchmarks.md", import.meta.url).pathname;
   await Deno.writeTextFile(out, text);

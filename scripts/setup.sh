@@ -26,6 +26,26 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The end-to-end tests run a real OpenNebula front-end from ../shared/oned (as CI has it beside the
+# checkout): its run-time packages (Ruby and C++ libraries) come from its own `oned.sh deps`.
+oned_dir=${ONESTOR_ONED_DIR:-../shared/oned}
+if [ -f "$oned_dir/oned.sh" ]; then
+  oned_pkgs=$(sed -n '/^deps()/,/^}/p' "$oned_dir/oned.sh" | tr '\\\n' '  ' |
+    sed -n 's/.*--no-install-recommends\([^>]*\)>.*/\1/p')
+  oned_missing=()
+  for p in $oned_pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || oned_missing+=("$p")
+  done
+  if [ -z "$oned_pkgs" ] || [ ${#oned_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      echo "setup: installing OpenNebula's run-time packages for the end-to-end tests: ${oned_missing[*]}" >&2
+      bash "$oned_dir/oned.sh" deps
+    else
+      echo "setup: missing OpenNebula run-time packages (run as root to install them): ${oned_missing[*]}" >&2
+    fi
+  fi
+fi
+
 # promtool (`promtool check metrics` validates `onestor metrics` in the tests) is one static binary of
 # Debian's prometheus package: only it is taken out of the package (48 MB), not the server, its
 # web assets and its service, which a test machine does not need.

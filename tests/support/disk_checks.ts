@@ -7,7 +7,15 @@
  */
 
 import assert from "node:assert/strict";
-import type { World } from "./world.ts";
+import type { ExecOptions, Lab } from "./lab.ts";
+
+/** What the checks need of a test world: the lab (machine paths of host files) and a shell on hosts. */
+export interface LabAccess {
+  /** The lab whose hosts are checked. */
+  readonly lab: Lab;
+  /** Runs a script on a host; throws when it fails. */
+  sh(host: string, script: string, options?: ExecOptions): Promise<string>;
+}
 
 /** A run of bytes of one value written at an offset (qemu-io `write -P`). */
 export interface Pattern {
@@ -36,7 +44,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
  * written into it.
  */
 export async function makeImage(
-  world: World,
+  world: LabAccess,
   host: string,
   path: string,
   options: { format: string; sizeMb: number; patterns?: Pattern[] },
@@ -55,7 +63,7 @@ export async function makeImage(
 
 /** Whether `path` on `host` holds `pattern` (read through qemu-io with `format`, or probed). */
 export async function hasPattern(
-  world: World,
+  world: LabAccess,
   host: string,
   path: string,
   pattern: Pattern,
@@ -73,7 +81,7 @@ export async function hasPattern(
 
 /** Asserts every pattern is in the disk. */
 export async function assertPatterns(
-  world: World,
+  world: LabAccess,
   host: string,
   path: string,
   patterns: Pattern[],
@@ -98,7 +106,7 @@ export interface ChainLink {
 }
 
 /** The backing chain of `path` on `host` (first element: the file itself). */
-export async function backingChain(world: World, host: string, path: string): Promise<ChainLink[]> {
+export async function backingChain(world: LabAccess, host: string, path: string): Promise<ChainLink[]> {
   const r = await run([
     "qemu-img",
     "info",
@@ -123,7 +131,7 @@ export async function backingChain(world: World, host: string, path: string): Pr
 
 /** Asserts `path` is a standalone image (no backing file) of `format` and `sizeMb` MiB. */
 export async function assertStandalone(
-  world: World,
+  world: LabAccess,
   host: string,
   path: string,
   format: string,
@@ -140,7 +148,7 @@ export async function assertStandalone(
 
 /** What kind of file `path` is on `host`: missing, file, dir or link (with its target). */
 export async function fileKind(
-  world: World,
+  world: LabAccess,
   host: string,
   path: string,
 ): Promise<
@@ -160,7 +168,7 @@ export async function fileKind(
 
 /** Asserts the kind of each path on `host`. */
 export async function assertKinds(
-  world: World,
+  world: LabAccess,
   host: string,
   expected: Record<string, "missing" | "file" | "dir" | "link">,
 ): Promise<void> {
@@ -170,7 +178,7 @@ export async function assertKinds(
 }
 
 /** Names in a folder on `host` (sorted), `[]` when it does not exist. */
-export async function listDir(world: World, host: string, path: string): Promise<string[]> {
+export async function listDir(world: LabAccess, host: string, path: string): Promise<string[]> {
   const names: string[] = [];
   try {
     for await (const e of Deno.readDir(world.lab.path(host, normal(path)))) names.push(e.name);
