@@ -17,7 +17,7 @@ import {
   readInventory,
 } from "../../core/doctor/checks.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
-import { checksumProgram, controlTimeoutMs, getRunner } from "../../core/runtime.ts";
+import { contentAlgorithm, controlTimeoutMs, getRunner } from "../../core/runtime.ts";
 
 /** Runs the doctor subcommand. */
 export async function run(argv: string[]): Promise<number> {
@@ -46,7 +46,7 @@ export async function run(argv: string[]): Promise<number> {
     report([{ name: "configuration files", status: "fail", detail: (error as Error).message }]);
     return 1;
   }
-  report(await checkFrontendTools(loadConfig({ warn: () => {} }), checksumProgram()));
+  report(await checkFrontendTools(loadConfig({ warn: () => {} }), contentAlgorithm()));
   const timeout = Math.min(controlTimeoutMs() || 30_000, 30_000);
   let inventory;
   try {
@@ -66,7 +66,7 @@ export async function run(argv: string[]): Promise<number> {
       runner,
       inventory,
       timeout,
-      configuredHostTools(checksumProgram(), config.transferCompression),
+      configuredHostTools(contentAlgorithm(), config.transferCompression),
     ),
   );
   report(await checkReplicaMesh(runner, inventory, config, timeout));

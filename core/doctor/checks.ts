@@ -16,6 +16,7 @@ import { runCommand } from "../remote/process.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
 import { hopScript } from "../remote/ssh.ts";
+import { HASH_PROGRAMS, isHashAlgorithm } from "../transfer/hashes.ts";
 
 /** Outcome of one check. */
 export interface CheckResult {
@@ -27,18 +28,41 @@ export interface CheckResult {
   detail?: string;
 }
 
-/** Programs every host runs for onestor (scripts are sent over SSH; flock guards cache records). */
-const HOST_TOOLS = ["bash", "tar", "qemu-img", "mktemp", "mkfifo", "timeout", "flock"];
+/**
+ * Programs every host runs for onestor (scripts are sent over SSH; flock guards cache records,
+ * fallocate allocates SPARSE=NO disks, b2sum is the checksum every host can compute).
+ */
+const HOST_TOOLS = [
+  "bash",
+  "tar",
+  "qemu-img",
+  "mktemp",
+  "mkfifo",
+  "timeout",
+  "flock",
+  "fallocate",
+  "find",
+  "sha256sum",
+  "b2sum",
+];
 
-/** Programs the configuration adds on every host: the checksum and the wire compression. */
-export function configuredHostTools(checksum: string, compression: string): string[] {
-  return [checksum, compression].filter((t) => t !== "none" && t !== "");
+/**
+ * Programs hosts should have: xxhsum (package xxhash) computes TRANSFER_CHECKSUM=xxh128; a host
+ * without it gets blake2b instead (slower), so its absence is a warning.
+ */
+export const RECOMMENDED_HOST_TOOLS = ["xxhsum"];
+
+/** Programs the configuration adds on every host: the checksum's program and the wire compression. */
+export function configuredHostTools(algorithm: string, compression: string): string[] {
+  const program = isHashAlgorithm(algorithm) && algorithm !== "xxh128" ? HASH_PROGRAMS[algorithm][0] : "";
+  return [program, compression].filter((t) => t !== "none" && t !== "");
 }
 
 /** Programs the front-end runs. */
-function frontendTools(config: Config, checksum: string): string[][] {
-  const tools = [["ssh"], ["tar"], ["qemu-img"], ["bash"], ["xorriso", "genisoimage"]];
-  if (checksum !== "none") tools.push([checksum]);
+function frontendTools(config: Config, algorithm: string): string[][] {
+  const tools = [["ssh"], ["tar"], ["qemu-img"], ["bash"], ["xorriso", "genisoimage"], ["b2sum"]];
+  const program = isHashAlgorithm(algorithm) ? HASH_PROGRAMS[algorithm][0] : "";
+  if (program !== "" && program !== "b2sum") tools.push([program]);
   for (const fs of config.supportedFs) tools.push([fs === "xfs" ? "mkfs.xfs" : `mkfs.${fs}`]);
   return tools;
 }
@@ -57,6 +81,16 @@ export async function checkFrontendTools(config: Config, checksum: string): Prom
       found.code === 0
         ? { name: `front-end has ${alternatives.join(" or ")}`, status: "ok" }
         : { name: `front-end has ${alternatives.join(" or ")}`, status: "fail", detail: "not found in PATH" },
+    );
+  }
+  for (const t of RECOMMENDED_HOST_TOOLS) {
+    const found = await runCommand(["sh", "-c", `command -v ${t}`]);
+    results.push(
+      found.code === 0 ? { name: `front-end has ${t}`, status: "ok" } : {
+        name: `front-end has ${t}`,
+        status: "warn",
+        detail: "not found (install package xxhash: image checksums fall back to blake2b, slower)",
+      },
     );
   }
   return results;
@@ -94,16 +128,25 @@ export async function checkHosts(
   const probe = sh`for t in ${[
     ...HOST_TOOLS,
     ...extraTools,
-  ]}; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done`;
+  ]}; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done
+echo
+for t in ${RECOMMENDED_HOST_TOOLS}; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done`;
   return await Promise.all(
     [...names].sort().map(async (name): Promise<CheckResult> => {
       const check = `ssh front-end → ${name}`;
       if (runner.isLocal(name)) return { name: check, status: "ok", detail: "this machine" };
       try {
-        const missing = await runner.output(name, probe, { timeoutMs, what: "Tool check" });
-        return missing === ""
-          ? { name: check, status: "ok" }
-          : { name: check, status: "fail", detail: `reachable, but missing: ${missing.trim()}` };
+        const out = (await runner.run(name, probe, { timeoutMs, what: "Tool check" })).stdout;
+        const [missing = "", recommended = ""] = out.split("\n").map((l) => l.trim());
+        if (missing !== "") {
+          return { name: check, status: "fail", detail: `reachable, but missing: ${missing}` };
+        }
+        return recommended === "" ? { name: check, status: "ok" } : {
+          name: check,
+          status: "warn",
+          detail:
+            `reachable, but without ${recommended} (install package xxhash: checksums fall back to blake2b)`,
+        };
       } catch (error) {
         return { name: check, status: "fail", detail: message(error) };
       }

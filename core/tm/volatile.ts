@@ -13,7 +13,8 @@ import { InputError } from "../errors.ts";
 import { datablockScript } from "../image/datablock.ts";
 import { checkFormat } from "../image/disk_scripts.ts";
 import { logInfo } from "../one/log.ts";
-import { prepareDiskDestination } from "./clone.ts";
+import { joinScripts, sh } from "../remote/shell.ts";
+import { prepareScript } from "./clone.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
@@ -46,12 +47,16 @@ export async function makeVolatileDisk(services: TmServices, request: VolatileRe
     { path: dst.path, sizeMb: Number(request.sizeMb), format, fs, sparse: facts.sparse },
     services.config,
   );
-  await prepareDiskDestination(services, dst);
   logInfo(
     `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${Number(request.sizeMb)} MiB`,
   );
-  await services.runner.run(dst.host, script, {
-    what: `Creating image ${dst.path}`,
-    timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
-  });
+  // One command on the host: the marker and folder, then the disk.
+  await services.runner.run(
+    dst.host,
+    joinScripts([prepareScript(services, dst), sh`rm -rf -- ${`${dst.path}.snap`}`, script]),
+    {
+      what: `Creating image ${dst.path}`,
+      timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
+    },
+  );
 }
