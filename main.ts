@@ -7,11 +7,16 @@
  */
 
 import { ExitCode, oneLine, OneStorError, UsageError } from "./core/errors.ts";
-import { logError, printFailure, setLogScope } from "./core/one/log.ts";
+import { logError, logScope, printFailure, setLogScope } from "./core/one/log.ts";
 import { type ActionKind, processContext } from "./actions/context.ts";
 import { ARGV0_VARIABLE, resolveInvocation } from "./actions/invocation.ts";
 import { type ActionSpec, DS_ACTIONS, findAction, TM_ACTIONS } from "./actions/registry.ts";
 import { VERSION } from "./core/version.ts";
+import { metrics } from "./core/metrics/metrics.ts";
+import { errorKind } from "./core/metrics/error_kind.ts";
+
+/** The driver action this process runs, for its metrics (admin commands are not counted). */
+let running = null as { action: string; kind: ActionKind; started: number } | null;
 
 const HELP = `onestor ${VERSION}: OneStor storage for OpenNebula (ssh TM in replica mode + fs datastore)
 
@@ -21,7 +26,10 @@ Usage:
   onestor install --remotes DIR [--tm-name NAME] [--ds-name NAME] [--uninstall]
                                        lay the launcher and action symlinks under DIR/tm and DIR/datastore
   onestor cache ls|warm|evict|verify   manage the per-cluster replica cache
-  onestor doctor                       check configuration, SSH mesh, caches
+  onestor doctor [--json] [--cluster ID] [--host NAME] [--deep] [--fix]
+                                       check (and --fix) the storage: settings, SSH mesh, tools, caches,
+                                       disks; exit 0 ok, 1 warnings, 2 failures
+  onestor metrics [--textfile DIR]     counters of every action in the Prometheus text format
   onestor config [--check]             print the effective configuration
   onestor --help | --version
 
@@ -38,6 +46,7 @@ const ADMIN: Record<string, () => Promise<{ run: (args: string[]) => Promise<num
   cache: () => import("./actions/admin/cache.ts"),
   doctor: () => import("./actions/admin/doctor.ts"),
   config: () => import("./actions/admin/config.ts"),
+  metrics: () => import("./actions/admin/metrics.ts"),
 };
 
 async function runAction(spec: ActionSpec, driver: string, args: string[]): Promise<void> {
@@ -49,6 +58,7 @@ async function runAction(spec: ActionSpec, driver: string, args: string[]): Prom
     );
   }
   const module = await spec.load();
+  running = { action: spec.name, kind: spec.kind, started: performance.now() };
   await module.run(processContext(spec.name, spec.kind, driver, args));
 }
 
@@ -121,6 +131,12 @@ if (import.meta.main) {
     }
     printFailure(message);
     code = error instanceof OneStorError ? error.exitCode : ExitCode.failure;
+    metrics.count("errors_total", { action: running?.action ?? logScope(), kind: errorKind(error) });
+  }
+  if (running) {
+    const { action, kind, started } = running;
+    metrics.count("actions_total", { action, kind, result: code === 0 ? "success" : "failure" });
+    metrics.observe("action_duration_seconds", { action }, (performance.now() - started) / 1000);
   }
   Deno.exit(code);
 }

@@ -27,6 +27,7 @@ import {
   type SettingValue,
   type ValueOfKey,
 } from "./schema.ts";
+import { onedDatastoreLocation } from "./oned_conf.ts";
 import { parseShellVars, splitWords } from "./shell_vars.ts";
 
 /** Options of {@linkcode loadConfig}. */
@@ -152,6 +153,20 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     warn(message);
   });
 
+  // Derived default: what oned itself uses (oned.conf, else oned's default for this install).
+  if (values.get("DATASTORE_LOCATION") === null) {
+    const location = onedDatastoreLocation({
+      root,
+      oneLocation,
+      warn: (message) => {
+        warnings.push(message);
+        warn(message);
+      },
+    });
+    values.set("DATASTORE_LOCATION", location.value);
+    if (location.source) sources.DATASTORE_LOCATION = { from: "file", ...location.source };
+  }
+
   const config: Record<string, unknown> = {};
   for (const spec of FIXED) config[fieldName(spec.key)] = values.get(spec.key);
   config.get = (key: string): SettingValue => {
@@ -219,7 +234,7 @@ function unknownKeyMessage(
 }
 
 /** The closest known key by edit distance, preferring keys of the same file on a tie. */
-function suggest(name: string, id: ConfigFileId): { key: string; file: ConfigFileId } | undefined {
+export function suggest(name: string, id: ConfigFileId): { key: string; file: ConfigFileId } | undefined {
   const upper = name.toUpperCase();
   const candidates: { key: string; file: ConfigFileId }[] = FIXED.map((s) => ({ key: s.key, file: s.file }));
   // A family member keeps the suffix the user wrote: FS_OPT_ext4 → FS_OPTS_ext4.

@@ -135,6 +135,8 @@ export interface SettingSpec {
   readonly type: SettingType;
   /** Default as written in the file; "" is empty (no value: `null`, or `[]` for lists). */
   readonly default: string;
+  /** For a default computed when the key is empty (e.g. read from oned.conf): how, for the docs. */
+  readonly derivedDefault?: string;
   /** For `choice`: the allowed values, lower case. */
   readonly choices?: readonly string[];
   /** For `integer`: the smallest accepted value. */
@@ -310,6 +312,20 @@ export const SETTINGS = [
       "trade-off where available. Cache fills that stream on to a hypervisor while they fill " +
       "(REPLICA_CUT_THROUGH) are not compressed.",
     usedBy: "core/transfer",
+  },
+  {
+    key: "DATASTORE_LOCATION",
+    file: "onestor.conf",
+    type: "path",
+    default: "",
+    derivedDefault:
+      "oned.conf's DATASTORE_LOCATION (`/etc/one/oned.conf`, or `$ONE_LOCATION/etc/oned.conf`) " +
+      "when readable, else oned's own default `/var/lib/one/datastores` (`$ONE_LOCATION/var/datastores`)",
+    meaning: "The datastores folder, the same path on the front-end, the replicas and the hypervisors (as " +
+      "OpenNebula assumes). Every path a TM action writes, moves or deletes must resolve inside it, " +
+      "checked on the host that writes with symlinks followed; anything else is refused before it is " +
+      "touched. Set it only when the driver cannot read oned.conf.",
+    usedBy: "core/remote/confine.ts (every TM action that writes, moves or deletes)",
   },
   {
     key: "LOG_LEVEL",

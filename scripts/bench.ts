@@ -12,6 +12,7 @@ import { runCommand } from "../core/remote/process.ts";
 import { HostRunner } from "../core/remote/runner.ts";
 import { SshClient } from "../core/remote/ssh.ts";
 import { copyEntries } from "../core/transfer/copy.ts";
+import { tmConfinement } from "../core/remote/confine.ts";
 import { run as runCacheBenchmarks } from "./bench_cache.ts";
 
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 3);
@@ -74,7 +75,11 @@ async function copyBenchmarks(rows: Row[]): Promise<void> {
   const onestor = await timeIt(async () => {
     await copyEntries(runner, {
       from: { host: "hv1", dir: "/var/lib/one/datastores/1", entries: [{ name: "img", as: "disk.0" }] },
-      to: { host: "hv2", dir: "/var/lib/one/datastores/0/8" },
+      to: {
+        host: "hv2",
+        dir: "/var/lib/one/datastores/0/8",
+        confine: tmConfinement({ datastoreLocation: null }),
+      },
     });
   });
   rows.push({

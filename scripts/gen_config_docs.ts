@@ -97,14 +97,17 @@ export function renderConfigDocs(): string {
     for (const spec of settings.filter((s) => s.file === id)) {
       const usedBy = spec.ignored ? "Not used by onestor (known stock key, accepted silently)" : spec.usedBy;
       out.push(
-        `| \`${spec.key}\` | ${spec.default === "" ? "(empty)" : `\`${spec.default}\``} | ${
-          typeCell(spec)
-        } | ` +
+        `| \`${spec.key}\` | ${defaultCell(spec)} | ${typeCell(spec)} | ` +
           `${cell(spec.meaning)} | ${cell(usedBy)} |`,
       );
     }
   }
   return out.join("\n") + "\n";
+}
+
+function defaultCell(spec: SettingSpec): string {
+  if (spec.derivedDefault) return cell(spec.derivedDefault);
+  return spec.default === "" ? "(empty)" : `\`${spec.default}\``;
 }
 
 function typeCell(spec: SettingSpec): string {

@@ -26,6 +26,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool (`promtool check metrics` validates `onestor metrics` in the tests) is one static binary of
+# Debian's prometheus package: only it is taken out of the package (48 MB), not the server, its
+# web assets and its service, which a test machine does not need.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing promtool from Debian's prometheus package" >&2
+    dl=$(mktemp -d)
+    (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null && apt-get download -qq prometheus >/dev/null 2>&1; }) &&
+      dpkg-deb --fsys-tarfile "$dl"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$dl/promtool" &&
+      install -m 755 "$dl/promtool" /usr/local/bin/promtool ||
+      echo "setup: could not install promtool (the metrics format check will fail)" >&2
+    rm -rf "$dl"
+  else
+    echo "setup: promtool missing (run as root to install it)" >&2
+  fi
+fi
+
 if [ ! -x node_modules/.bin/deno ] || ! node_modules/.bin/deno --version 2>/dev/null | grep -q '^deno 2\.9\.6'; then
   echo "setup: installing Deno 2.9.6 from the npm registry" >&2
   npm install --no-audit --no-fund --loglevel=error >/dev/null

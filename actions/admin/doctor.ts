@@ -1,76 +1,142 @@
 /**
- * `onestor doctor`: runs the checks of core/doctor and prints one line per check; exits 1 when any
- * check fails.
+ * `onestor doctor [--json] [--cluster ID] [--host NAME] [--deep] [--fix]`: checks the storage
+ * end to end and prints one finding per check (ok, warn or fail, with the cause and the fix); the
+ * exit code is the worst: 0 ok, 1 warn, 2 fail. The work is in core/doctor.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { loadConfig } from "../../config/load.ts";
 import { UsageError } from "../../core/errors.ts";
-import {
-  checkFrontendTools,
-  checkHosts,
-  checkReplicaMesh,
-  type CheckResult,
-  configuredHostTools,
-  readInventory,
-} from "../../core/doctor/checks.ts";
+import { runDoctor } from "../../core/doctor/doctor.ts";
+import { buildReport, plainLines, tableLines } from "../../core/doctor/render.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
-import { contentAlgorithm, controlTimeoutMs, getRunner } from "../../core/runtime.ts";
+import { HostRunner, localHostNames } from "../../core/remote/runner.ts";
+import { SshClient } from "../../core/remote/ssh.ts";
+import { contentAlgorithm, getConfig } from "../../core/runtime.ts";
+import { HASH_PROGRAMS } from "../../core/transfer/hashes.ts";
+import type { Config } from "../../config/load.ts";
+
+/** Usage text. */
+export const DOCTOR_USAGE = `Usage: onestor doctor [--json] [--cluster ID] [--host NAME] [--deep] [--fix]
+
+Checks the configuration, the front-end, oned, every host (programs, folders, markers, clock, disks'
+backing chains, onestor's temporary files), the replica caches (space, records, leases) and every SSH
+hop that must work (front-end <-> hosts, replica -> hypervisors, hypervisor <-> hypervisor).
+
+  --json         the report as JSON (docs/operations.md describes it)
+  --cluster ID   only the hosts and datastores of this cluster
+  --host NAME    only this host (and the hops of other hosts to it)
+  --deep         also re-read a sample of cache entries and compare their checksums
+  --fix          remove what is provably garbage: stale leases of dead fillers, temporary files of
+                 interrupted copies older than the longest timeout, cache records without files
+
+Exit code: 0 all ok, 1 warnings, 2 failures (or a wrong invocation).`;
+
+function stdoutIsTerminal(): boolean {
+  try {
+    return Deno.stdout.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** The installed launcher (for fix lines) and the TM names it serves, from how we were started. */
+function installation(): { command: string; tmNames: string[] } {
+  const argv0 = Deno.env.get("ONESTOR_ARGV0") ?? "";
+  const m = argv0.match(/\/tm\/([^/]+)\/[^/]+$/);
+  const names = new Set(["onestor", "ssh"]);
+  if (m) names.add(m[1]);
+  return { command: m ? argv0 : "onestor", tmNames: [...names] };
+}
+
+function probeRunner(config: Config): HostRunner {
+  // No shared connections: a master opened before a host key changed would hide the change.
+  const ssh = new SshClient({
+    configFile: Deno.env.get("ONESTOR_SSH_CONFIG") || undefined,
+    controlPersist: 0,
+    connectTimeout: config.sshConnectTimeout,
+    options: [...config.sshOpts, "-o", "ControlMaster=no", "-o", "ControlPath=none"],
+    forwardAgent: config.sshForwardAgent,
+  });
+  const extra = (Deno.env.get("ONESTOR_FRONTEND_NAMES") ?? "").split(/[\s,]+/).filter((n) => n !== "");
+  return new HostRunner(ssh, localHostNames(extra));
+}
 
 /** Runs the doctor subcommand. */
 export async function run(argv: string[]): Promise<number> {
+  let values;
   try {
-    parseArgs({ args: argv, options: {}, strict: true });
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        json: { type: "boolean", default: false },
+        cluster: { type: "string" },
+        host: { type: "string" },
+        deep: { type: "boolean", default: false },
+        fix: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+    }));
   } catch (error) {
-    throw new UsageError(`${(error as Error).message} (usage: onestor doctor)`);
+    throw new UsageError(`${(error as Error).message} (usage: onestor doctor --help)`);
   }
-  const results: CheckResult[] = [];
-  const report = (rs: CheckResult[]) => {
-    for (const r of rs) {
-      const tag = r.status === "ok" ? "ok  " : r.status === "warn" ? "WARN" : "FAIL";
-      console.log(`${tag} ${r.name}${r.detail ? `: ${r.detail}` : ""}`);
-      results.push(r);
-    }
-  };
-  const warnings: string[] = [];
+  if (values.help) {
+    console.log(DOCTOR_USAGE);
+    return 0;
+  }
+  if (values.cluster !== undefined && !/^[0-9]+$/.test(values.cluster)) {
+    throw new UsageError(`--cluster takes a cluster id, not '${values.cluster}'`);
+  }
+  if (values.host !== undefined && values.host.trim() === "") {
+    throw new UsageError("--host needs a host name");
+  }
+  const started = new Date();
+  const t0 = performance.now();
+  let config: Config | null = null;
   try {
-    loadConfig({ warn: (m) => warnings.push(m) });
-    report([{
-      name: "configuration files",
-      status: warnings.length ? "warn" : "ok",
-      detail: warnings.join("; "),
-    }]);
-  } catch (error) {
-    report([{ name: "configuration files", status: "fail", detail: (error as Error).message }]);
-    return 1;
+    config = getConfig();
+  } catch {
+    // Reported by the configuration check; the probes then use the defaults.
   }
-  report(await checkFrontendTools(loadConfig({ warn: () => {} }), contentAlgorithm()));
-  const timeout = Math.min(controlTimeoutMs() || 30_000, 30_000);
-  let inventory;
+  const { command, tmNames } = installation();
+  let hostname = "frontend";
   try {
-    inventory = await readInventory(new OneClient());
-    report([{
-      name: `oned answers (${inventory.hosts.length} hosts, ${inventory.datastores.length} datastores)`,
-      status: "ok",
-    }]);
-  } catch (error) {
-    report([{ name: "oned answers", status: "fail", detail: (error as Error).message }]);
-    return 1;
+    hostname = Deno.hostname();
+  } catch {
+    // Keep the generic name.
   }
-  const runner = getRunner();
-  const config = loadConfig({ warn: () => {} });
-  report(
-    await checkHosts(
-      runner,
-      inventory,
-      timeout,
-      configuredHostTools(contentAlgorithm(), config.transferCompression),
-    ),
-  );
-  report(await checkReplicaMesh(runner, inventory, config, timeout));
-  const failed = results.filter((r) => r.status === "fail").length;
-  console.log(failed === 0 ? "All checks passed" : `${failed} check(s) failed`);
-  return failed === 0 ? 0 : 1;
+  const runner = config
+    ? probeRunner(config)
+    : new HostRunner(new SshClient({ controlPersist: 0 }), localHostNames());
+  const findings = await runDoctor({
+    client: new OneClient(),
+    runner,
+    place: {
+      root: Deno.env.get("ONESTOR_CONFIG_ROOT") || undefined,
+      oneLocation: Deno.env.get("ONE_LOCATION") || undefined,
+    },
+    // The program of the content checksum (xxhsum by default: a host without it falls back to b2sum).
+    checksum: () => HASH_PROGRAMS[contentAlgorithm()][0],
+    selection: {
+      cluster: values.cluster === undefined ? null : Number(values.cluster),
+      host: values.host ?? null,
+    },
+    deep: values.deep,
+    fix: values.fix,
+    tmNames,
+    command,
+    frontend: hostname,
+    user: Deno.env.get("USER") || "oneadmin",
+    home: Deno.env.get("HOME"),
+  });
+  const report = buildReport(findings, started, (performance.now() - t0) / 1000);
+  let lines: string[];
+  if (values.json) lines = [JSON.stringify(report, null, 2)];
+  else if (stdoutIsTerminal()) lines = tableLines(report, !Deno.env.get("NO_COLOR"));
+  else lines = plainLines(report);
+  const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
+  for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
+  return report.exit_code;
 }

@@ -29,6 +29,7 @@ import { parseXml } from "../one/xml.ts";
 import { lastLines, runCommand } from "../remote/process.ts";
 import { joinScripts, sh } from "../remote/shell.ts";
 import { copyEntries, type CopyEntry } from "../transfer/copy.ts";
+import { localAllocated, trackCopy } from "../progress/copy_progress.ts";
 import { checkFormat } from "../image/disk_scripts.ts";
 import { parseId, parseVmDir } from "../tm/paths.ts";
 import type { TmServices } from "../tm/services.ts";
@@ -157,15 +158,22 @@ export async function restore(services: TmServices, argv: readonly string[], rem
           from = { dir: staging, entry: { name } };
         }
         logInfo(`Restoring disk ${disk.id} from ${disk.url}`);
-        await copyEntries(runner, {
-          from: { host: null, dir: from.dir, entries: [from.entry] },
-          to: { host: vmDir.host, dir: vmDir.path },
-          sparse: true,
-          dereference: true,
-          checksum: services.checksum,
-          timeoutMs: services.transferTimeoutMs,
-          what: `Error restoring disk ${disk.id} of VM ${args.vmId} to ${vmDir.host}:${vmDir.path}`,
-        });
+        const label = `Restoring disk ${disk.id} of VM ${args.vmId}`;
+        const total = localAllocated(`${from.dir}/${from.entry.name}`);
+        await trackCopy(
+          runner,
+          { label, total, host: vmDir.host, dir: vmDir.path },
+          () =>
+            copyEntries(runner, {
+              from: { host: null, dir: from.dir, entries: [from.entry] },
+              to: { host: vmDir.host, dir: vmDir.path, confine: services.confine },
+              sparse: true,
+              dereference: true,
+              checksum: services.checksum,
+              timeoutMs: services.transferTimeoutMs,
+              what: `Error restoring disk ${disk.id} of VM ${args.vmId} to ${vmDir.host}:${vmDir.path}`,
+            }),
+        );
       }
     } finally {
       await runner.run(null, sh`rm -rf -- ${staging}`, { check: false }).catch(() => {});

@@ -25,7 +25,9 @@ import { statImage } from "./identity.ts";
 import type { HashAlgorithm } from "../transfer/hashes.ts";
 import { applyPendingInvalidations } from "./invalidate.ts";
 import { obtainEntry } from "./obtain.ts";
-import { progressBar, StatusLine, watchFill } from "./progress.ts";
+import { ProgressReporter } from "../progress/reporter.ts";
+import { watchFill } from "./progress.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { cacheFolders, type FolderState, ReplicaFolder } from "./store.ts";
 import type { CacheTopology, ReplicaTarget } from "./targets.ts";
 import { verifyContent } from "./verify.ts";
@@ -49,8 +51,8 @@ export interface AdminContext {
   transferTimeoutMs: number;
   /** Writes a line of output. */
   print: (line: string) => void;
-  /** Status line for progress (stderr). */
-  status?: StatusLine;
+  /** Makes the progress reporter of one image (default: on stderr, bar on a terminal). */
+  progress?: (label: string, total: number) => ProgressReporter;
 }
 
 /** The replicas selected by `--replica`/`--cluster`, or every replica. */
@@ -219,7 +221,9 @@ export async function listCache(ctx: AdminContext, targets: readonly ReplicaTarg
   const rows: CacheRow[] = [];
   for (const target of targets) {
     await applyPendingInvalidations(ctx.runner, target.host).catch(() => 0);
-    for (const state of await readReplica(ctx, target.host)) {
+    const states = await readReplica(ctx, target.host);
+    metrics.cacheSizes(target.host, states);
+    for (const state of states) {
       rows.push(...await folderRows(target.host, state));
     }
   }
@@ -275,19 +279,18 @@ export async function warmImages(
     await applyPendingInvalidations(ctx.runner, target.host).catch(() => 0);
     for (const path of images) {
       const label = `${target.host}: ${path}`;
-      const status = ctx.status ?? new StatusLine();
+      let progress: ProgressReporter | null = null;
+      const report = (line: string) => (progress ??= new ProgressReporter({ label })).finish(line);
       try {
         const stat = await statImage(path);
+        const reporter = ctx.progress?.(label, stat.allocated) ??
+          new ProgressReporter({ label, total: stat.allocated });
+        progress = reporter;
         const folder = new ReplicaFolder(ctx.runner, target.host, stat.dir, ctx.controlTimeoutMs);
         await folder.ensure();
-        const watch = status.live
-          ? watchFill(
-            folder,
-            stat.name,
-            (bytes) => status.update(`${progressBar(bytes, stat.allocated)}  ${label}`),
-          )
-          : null;
-        status.update(`${progressBar(0, stat.allocated)}  ${label}`);
+        const watch = reporter.mode === "off"
+          ? null
+          : watchFill(folder, stat.name, (bytes) => reporter.set(bytes));
         let outcome;
         try {
           outcome = await obtainEntry(ctx.runner, {
@@ -302,40 +305,40 @@ export async function warmImages(
             frontendHopOptions: ctx.config.replicaSshFeOpts,
             compression: ctx.config.transferCompression,
             transferTimeoutMs: ctx.transferTimeoutMs,
-            log: { info: (m: string) => status.note(m), warn: (m: string) => status.note(`Warning: ${m}`) },
+            log: {
+              info: (m: string) => reporter.note(m),
+              warn: (m: string) => reporter.note(`Warning: ${m}`),
+            },
           });
         } finally {
           await watch?.stop();
         }
         switch (outcome.kind) {
           case "hit":
-            status.done(`${progressBar(stat.allocated, stat.allocated)}  ${label}: cached`);
+            report(`${label}: cached`);
             break;
           case "filled":
             if (outcome.fill.promoted) {
-              status.done(
-                `${progressBar(stat.allocated, stat.allocated)}  ${label}: filled ${
-                  mib(outcome.fill.streamBytes)
-                } in ` +
-                  `${outcome.fill.seconds.toFixed(1)} s`,
+              report(
+                `${label}: filled ${mib(outcome.fill.streamBytes)} in ${outcome.fill.seconds.toFixed(1)} s`,
               );
             } else {
               failed++;
-              status.done(`${label}: not cached: ${outcome.fill.problem}`);
+              report(`${label}: not cached: ${outcome.fill.problem}`);
             }
             break;
           case "no-room":
             failed++;
-            status.done(`${label}: not cached: ${outcome.reason}`);
+            report(`${label}: not cached: ${outcome.reason}`);
             break;
           case "timeout":
             failed++;
-            status.done(`${label}: gave up waiting for ${outcome.holder}`);
+            report(`${label}: gave up waiting for ${outcome.holder}`);
             break;
         }
       } catch (error) {
         failed++;
-        status.done(`${label}: failed: ${oneLine(error)}`);
+        report(`${label}: failed: ${oneLine(error)}`);
       }
     }
   }
@@ -386,6 +389,7 @@ export async function evictImages(
           "onestor cache evict",
         ),
       });
+      if (result === "committed") metrics.evicted(target.host, "entry", 0);
       if (result === "committed") ctx.print(`${target.host}: ${path}: evicted`);
       else {
         kept++;

@@ -31,6 +31,7 @@ import {
   parseLease,
 } from "./entry.ts";
 import { cacheFolders, type FolderState, ReplicaFolder, type StoreOp } from "./store.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** The limits of one replica, from the front-end's configuration. */
 export interface CacheLimits {
@@ -284,6 +285,7 @@ export async function evictCandidates(
       ops: removalOps(candidate, target.now(), why),
     });
     if (result === "committed") done.push(candidate);
+    if (result === "committed") metrics.evicted(folder.replica, candidate.kind, candidate.allocated);
   }
   return done;
 }
@@ -298,6 +300,7 @@ export async function makeRoom(
   const evicted: EvictionCandidate[] = [];
   for (let round = 0; round < 4; round++) {
     const states = await replicaFolders(folder);
+    metrics.cacheSizes(folder.replica, states);
     const own = states.find((s) => s.dir === folder.dir)!;
     const usage = cacheUsage(states, skip === null ? null : { dir: folder.dir, image: skip });
     const plan = planEviction(own.fs, usage, need, limits);

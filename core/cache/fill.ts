@@ -147,6 +147,8 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
   const fill = fillName(name, request.owner);
   const regular = stat.files.filter((f) => f.type === "f").map((f) => f.name);
   const script = fillScript({
+    host: folder.replica,
+    confine: folder.confine,
     dir: folder.dir,
     image: name,
     fill,
@@ -180,7 +182,8 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
   });
   const sender: CopyRequest = {
     from: { host: null, dir: stat.dir, entries: [{ name }, { name: `${name}.snap`, optional: true }] },
-    to: { host: folder.replica, dir: folder.dir },
+    // The fill script on the replica does the receiving (and its own confinement).
+    to: { host: folder.replica, dir: folder.dir, confine: folder.confine },
     compression: request.compression,
     checksum: "none",
   };

@@ -18,7 +18,8 @@ import { oneLine } from "../errors.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { OneClient } from "../one/xmlrpc.ts";
 import type { HostRunner } from "../remote/runner.ts";
-import { controlTimeoutMs, getRunner } from "../runtime.ts";
+import { confine, type Confinement, replicaConfinement } from "../remote/confine.ts";
+import { controlTimeoutMs, getConfig, getRunner } from "../runtime.ts";
 import { sh } from "../remote/shell.ts";
 import { forgetIdentity } from "./identity.ts";
 import { invalidationsScript, prelude } from "./scripts.ts";
@@ -80,12 +81,13 @@ export async function invalidateOnReplica(
   runner: HostRunner,
   replica: string,
   records: readonly { source: string; reason: string }[],
+  confinement: Confinement = replicaConfinement(getConfig()),
 ): Promise<string[]> {
   if (records.length === 0) return [];
-  // confine: the cache folders' records and entries are removed here.
   const out = await runner.output(
     replica,
-    sh`${prelude()}
+    sh`${confine(confinement, replica, { remove: records.map((r) => r.source) })}
+${prelude()}
 ${invalidationsScript(records)}`,
     {
       shell: "bash",
@@ -117,12 +119,16 @@ export function journalApplied(
 }
 
 /** Applies the journal of `replica` (best effort; records that fail stay for the next contact). */
-export async function applyPendingInvalidations(runner: HostRunner, replica: string): Promise<number> {
+export async function applyPendingInvalidations(
+  runner: HostRunner,
+  replica: string,
+  confinement?: Confinement,
+): Promise<number> {
   const pending = await pendingInvalidations(replica);
   if (pending.length === 0) return 0;
   let done: string[] = [];
   try {
-    done = await invalidateOnReplica(runner, replica, pending.map((p) => p.record));
+    done = await invalidateOnReplica(runner, replica, pending.map((p) => p.record), confinement);
   } catch {
     return 0;
   }

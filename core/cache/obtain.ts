@@ -18,6 +18,7 @@
  * @module
  */
 
+import { metrics } from "../metrics/metrics.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh, type ShellScript } from "../remote/shell.ts";
@@ -91,7 +92,7 @@ export const DRIVER_LOG: CacheLog = { info: logInfo, warn: logWarn };
 /** The result. */
 export type ObtainOutcome =
   /** A valid entry; with a delivery, copied to the hypervisor (`copy`). */
-  | { kind: "hit"; copy: ReceiverOutcome | null; waitedSeconds: number | null }
+  | { kind: "hit"; copy: ReceiverOutcome | null; waitedSeconds: number | null; seconds: number }
   /** This process filled the entry; with a cut-through, `fill.forward` says whether the disk arrived. */
   | { kind: "filled"; fill: FillOutcome }
   /** No room could be made: deploy without caching. */
@@ -142,6 +143,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
         pushSink(runner, request.folder.replica, delivery.copy, route.address, tmp),
       );
     }
+    const served = performance.now();
     const run = await serve({
       folder,
       stat,
@@ -181,14 +183,25 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
             `copying from the cache failed: ${outcome.copy?.reason ?? lastStderr(run.stderr)}`,
           );
         }
-        return { kind: "hit", copy: outcome.copy, waitedSeconds: outcome.waitedSeconds };
+        return {
+          kind: "hit",
+          copy: outcome.copy,
+          waitedSeconds: outcome.waitedSeconds,
+          seconds: (performance.now() - served) / 1000 - (outcome.waitedSeconds ?? 0),
+        };
       }
       case "pinned": {
         if (outcome.waitedSeconds !== null) {
           log.info(`Another deployment filled the cache; waited ${outcome.waitedSeconds} s`);
         }
+        const pulled = performance.now();
         const result = await pullPinned(runner, request, delivery!, route!);
-        return { kind: "hit", copy: result, waitedSeconds: outcome.waitedSeconds };
+        return {
+          kind: "hit",
+          copy: result,
+          waitedSeconds: outcome.waitedSeconds,
+          seconds: (performance.now() - pulled) / 1000,
+        };
       }
       case "identity": {
         // A record of this image version filled elsewhere (another front-end, or another
@@ -204,6 +217,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
       }
       case "wait":
         if (request.lockTimeoutSeconds > 0 && waited >= request.lockTimeoutSeconds) {
+          metrics.lockWait(folder.replica, waited);
           return { kind: "timeout", holder: outcome.holder, waitedSeconds: Math.round(waited) };
         }
         if (!announcedWait) {
@@ -242,6 +256,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
           continue;
         }
         const acquired = outcome.acquired;
+        metrics.cacheSizes(folder.replica, outcome.folders);
         const own = outcome.folders.find((f) => f.dir === folder.dir);
         const usage = cacheUsage(outcome.folders, { dir: folder.dir, image: stat.name });
         const plan = planEviction(

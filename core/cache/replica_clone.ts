@@ -22,10 +22,13 @@
  */
 
 import { LockError, oneLine } from "../errors.ts";
+import { errorKind } from "../metrics/error_kind.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { basenameOf, dirnameOf } from "../one/location.ts";
 import type { OneLookup } from "../one/lookup.ts";
 import type { HostRunner } from "../remote/runner.ts";
+import type { Confinement } from "../remote/confine.ts";
 import type { ShellScript } from "../remote/shell.ts";
 import {
   copyEntries,
@@ -85,6 +88,9 @@ export interface ReplicaCloneRequest {
   finish: ShellScript | null;
   /** Error text of a failed `finish`. */
   finishWhat: string;
+  /** Where the copy may write on the hypervisor, and what `prepare`/`finish` write besides the disk. */
+  confine: Confinement;
+  writes: readonly string[];
 }
 
 /** What the disk's copy reported back (the output of `finish`). */
@@ -118,6 +124,8 @@ function diskCopy(
     to: {
       host: request.dest.host,
       dir: dirnameOf(request.dest.path),
+      confine: request.confine,
+      writes: request.writes,
       prepare: request.prepare,
       finish: request.finish ?? undefined,
       finishWhat: request.finishWhat,
@@ -168,6 +176,7 @@ export async function replicaClone(
       `Replica ${request.replica} cannot serve ${request.sourcePath} (${oneLine(error)}): ` +
         `copying straight from the front-end to ${request.dest.host} (REPLICA_FALLBACK=yes)`,
     );
+    metrics.count("cache_fallbacks_total", { replica: request.replica, reason: errorKind(error) });
   }
   if (delivered) return delivered;
   const result = await directCopy(s, request, stat);
@@ -221,6 +230,7 @@ async function viaReplica(
       logWarn(
         `No room in the cache of ${replica} (${outcome.reason}): copying ${request.sourcePath} without caching it`,
       );
+      metrics.count("cache_fallbacks_total", { replica, reason: "no_room" });
       return null;
     case "timeout": {
       const message =
@@ -230,9 +240,11 @@ async function viaReplica(
         throw new LockError(`${message}; set REPLICA_FALLBACK=yes or raise the timeout`);
       }
       logWarn(`${message}: copying straight from the front-end instead`);
+      metrics.count("cache_fallbacks_total", { replica, reason: "lock_timeout" });
       return null;
     }
     case "filled": {
+      metrics.count("cache_misses_total", { replica, datastore: request.imageDsId });
       const fill = outcome.fill;
       logNotPromoted(fill, replica, request.sourcePath);
       const forward = fill.forward;
@@ -249,8 +261,10 @@ async function viaReplica(
       throw new Error(`the fill was not cached (${fill.problem ?? "the forward failed"})`);
     }
     case "hit": {
+      metrics.count("cache_hits_total", { replica, datastore: request.imageDsId });
       logInfo(`Cache hit for ${request.sourcePath} on ${replica}`);
       const c = outcome.copy;
+      if (c) metrics.transfer("replica_to_host", request.dest.host, c.bytes, outcome.seconds);
       if (c?.finishFailed) throw new FinishError(`${request.finishWhat}: ${c.finishError || "failed"}`);
       logInfo(`Copied ${mib(c?.bytes ?? 0)} MiB from ${replica} to ${request.dest.host}`);
       return { finishOutput: c?.finishOutput ?? "" };

@@ -25,6 +25,7 @@
  * @module
  */
 
+import { confine, type Confinement } from "../remote/confine.ts";
 import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
 import { sumsFunction } from "../transfer/hashes.ts";
@@ -108,6 +109,9 @@ export function invalidationsScript(invalidations: readonly PendingInvalidation[
 
 /** What {@linkcode serveScript} is asked to do. */
 export interface ServeParams {
+  /** The replica (named in a refusal) and where scripts may write there. */
+  host: string;
+  confine: Confinement;
   /** Cache folder on the replica. */
   dir: string;
   /** Image name (`<hash>`). */
@@ -212,8 +216,11 @@ exit 0`
       : sh`echo "ONESTOR_SERVE pinned"
 exit 0`
   }`;
-  // confine: the cache folder, its marker, the pin file and records are written here.
+  const writes = [`${p.dir}/.monitor`, `${p.dir}/${entryName(p.image)}`, `${p.dir}/${leaseName(p.image)}`];
+  if (p.pin) writes.push(`${p.dir}/${p.pin.name}`);
+  const removes = p.invalidations.map((i) => i.source);
   return sh`set -o pipefail
+${confine(p.confine, p.host, { write: writes, remove: removes })}
 ${prelude()}
 img=${p.image}
 rec=${entryName(p.image)}
@@ -306,6 +313,9 @@ export type FillForward =
 
 /** What {@linkcode fillScript} is asked to do. */
 export interface FillParams {
+  /** The replica (named in a refusal) and where scripts may write there. */
+  host: string;
+  confine: Confinement;
   dir: string;
   image: string;
   /** Fill folder name. */
@@ -387,8 +397,13 @@ rm -f -- "$fifo" "$fifo.connected"
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?`;
   }
-  // confine: the fill folder, the entry's files, its record, lease and the event log are written here.
+  const writes = [p.fill, p.image, `${p.image}.snap`, entryName(p.image), leaseName(p.image)]
+    .map((n) => `${p.dir}/${n}`);
+  const removes = p.evictions.flatMap((e) =>
+    e.change.ops.flatMap((o) => o.op === "remove" ? [`${e.dir}/${o.name}`] : [])
+  );
   return sh`set -o pipefail
+${confine(p.confine, p.host, { write: writes, remove: removes })}
 ${prelude()}
 img=${p.image}
 rec=${entryName(p.image)}

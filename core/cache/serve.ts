@@ -193,6 +193,8 @@ export function parseServe(
 export async function serve(request: ServeRequest): Promise<ServeRun> {
   const { folder, stat } = request;
   const script = serveScript({
+    host: folder.replica,
+    confine: folder.confine,
     dir: folder.dir,
     image: stat.name,
     expect: request.identity ? recordPrefix(request.identity) : null,

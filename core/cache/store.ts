@@ -14,7 +14,9 @@
  * @module
  */
 
+import { type Confinement, replicaConfinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
+import { getConfig } from "../runtime.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
 import {
   type CachedFile,
@@ -370,7 +372,6 @@ export async function transact(
   change: StoreChange,
   options: StoreOptions = {},
 ): Promise<TransactResult> {
-  // confine: the folder's writes (records, entries) go through the replica's confinement here.
   const out = await runner.output(
     replica,
     sh`cd -- ${dir} || exit 73
@@ -403,13 +404,16 @@ export class ReplicaFolder {
   readonly dir: string;
   /** Timeout of each control command in milliseconds (0: none). */
   readonly timeoutMs: number;
+  /** Where scripts on the replica may write (default: DATASTORE_LOCATION and REPLICA_RECOVERY_SNAPS_DIR). */
+  readonly confine: Confinement;
   #offset = 0;
 
-  constructor(runner: HostRunner, replica: string, dir: string, timeoutMs = 0) {
+  constructor(runner: HostRunner, replica: string, dir: string, timeoutMs = 0, confine?: Confinement) {
     this.runner = runner;
     this.replica = replica;
     this.dir = dir;
     this.timeoutMs = timeoutMs;
+    this.confine = confine ?? replicaConfinement(getConfig());
   }
 
   /** The replica's clock now (epoch seconds), estimated from the last read. */

@@ -15,7 +15,7 @@ import { convertScript } from "../image/qemu_img.ts";
 import { sh } from "../remote/shell.ts";
 import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
 import { copyEntries } from "../transfer/copy.ts";
-import { type DsEnv, workHost } from "./env.ts";
+import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
 
 /** The result of a clone. */
@@ -54,7 +54,7 @@ export async function cloneImage(env: DsEnv): Promise<CloneResult> {
           dir: src.slice(0, slash) || "/",
           entries: [{ name: src.slice(slash + 1), as: `.${hash}.onestor-part` }],
         },
-        to: { host, dir: basePath },
+        to: { host, dir: basePath, confine: dsConfinement(a) },
         sparse,
         checksum: checksumProgram(),
         timeoutMs,

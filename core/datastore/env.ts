@@ -9,6 +9,7 @@
 import type { Config } from "../../config/load.ts";
 import { InputError } from "../errors.ts";
 import { type DriverAction, parseDriverAction } from "../one/driver_action.ts";
+import { type Confinement, datastoreConfinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { getConfig, getLookup, getRunner } from "../runtime.ts";
 import { pickBridge } from "./bridge.ts";
@@ -41,6 +42,15 @@ export function dsEnv(args: readonly string[], stdin: string, what = "Image id")
     config: getConfig(),
     runner: getRunner(),
   };
+}
+
+/**
+ * Where a datastore action may write, move and delete: the datastore's BASE_PATH, plus its
+ * STAGING_DIR (default /var/tmp, as upstream) when `staging` is set (cp through a bridge host).
+ */
+export function dsConfinement(action: DriverAction, options: { staging?: boolean } = {}): Confinement {
+  const staging = options.staging ? action.dsTemplate("STAGING_DIR").trim() || "/var/tmp" : undefined;
+  return datastoreConfinement(action.dsId ?? "?", action.dsBasePath, staging);
 }
 
 /**

@@ -10,7 +10,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { InputError, OneStorError, ToolError } from "../errors.ts";
 import { lastLines, runCommand, type RunResult, streamStdout } from "../remote/process.ts";
-import type { Progress } from "./progress.ts";
+import type { ProgressReporter } from "../progress/reporter.ts";
 import type { ByteSource } from "./sources.ts";
 
 /** Compression formats recognised by their first bytes. */
@@ -84,7 +84,7 @@ export interface ImageStreamOptions {
   /** How `maxDataBytes` was set, for the error message. */
   maxReason?: string;
   /** Counts downloaded bytes. */
-  progress?: Progress;
+  progress?: ProgressReporter;
 }
 
 /** What a finished stream delivered. */

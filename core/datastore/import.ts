@@ -21,7 +21,7 @@ import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
 import { type DsEnv, workHost } from "./env.ts";
 import { checkHashValue, openImageStream, parseRate } from "./image_stream.ts";
 import { checkBasePath, checkPathSyntax, imageHash } from "./paths.ts";
-import { Progress } from "./progress.ts";
+import { ProgressReporter } from "../progress/reporter.ts";
 import { dirPolicy, isAllowed, notAllowedError, resolveAllowedPath } from "./safe_dirs.ts";
 import { writeStream } from "./sink.ts";
 import { fsSpace } from "./space.ts";
@@ -149,7 +149,7 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
       : `Copying image ${plan.path} to the image repository on ${where}`,
   );
   const room = await roomFor(env, host, plan.basePath);
-  const progress = new Progress(`Copying ${plan.path}`, source.size);
+  const progress = new ProgressReporter({ label: `Copying ${plan.path}`, total: source.size });
   const cleanup = async () => {
     await runner.run(host, sh`rm -f -- ${staging} ${tmp}`, { check: false, what: "Cleaning up" }).catch(
       () => {},

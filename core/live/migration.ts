@@ -188,7 +188,7 @@ export async function premigrate(services: TmServices, request: MigrationRequest
   if (entries.length > 0) {
     const result = await copyEntries(services.runner, {
       from: { host: request.srcHost, dir, entries: entries.map((name) => ({ name })) },
-      to: { host: request.dstHost, dir },
+      to: { host: request.dstHost, dir, confine: services.confine },
       sparse: true,
       checksum: services.checksum,
       timeoutMs: services.transferTimeoutMs,

@@ -138,7 +138,7 @@ export async function saveAs(services: TmServices, request: SaveAsRequest): Prom
     logInfo(`Moving ${file.host}:${srcPath} to datastore as ${targetPath}`);
     const result = await copyEntries(runner, {
       from: { host: file.host, dir: from.dir, entries: [{ ...from.entry, as: basenameOf(targetPath) }] },
-      to: { host: targetHost, dir: dirnameOf(targetPath) },
+      to: { host: targetHost, dir: dirnameOf(targetPath), confine: services.confine },
       sparse: true,
       dereference: from.dereference,
       checksum: services.checksum,

@@ -8,6 +8,7 @@
 
 import { RemoteError } from "../errors.ts";
 import { logDebug } from "../one/log.ts";
+import { refusalIn } from "./confine.ts";
 import { lastLines, runCommand, type RunResult } from "./process.ts";
 import type { ShellScript } from "./shell.ts";
 import { type RemoteShell, SshClient, type SshRunOptions } from "./ssh.ts";
@@ -35,8 +36,26 @@ export class HostRunner {
     return this.#local.has(h) || this.#local.has(h.split(".")[0]);
   }
 
-  /** Runs `script` on `host` (locally for the front-end); throws a RemoteError naming the host on failure. */
+  /**
+   * Runs `script` on `host` (locally for the front-end); throws a RemoteError naming the host on
+   * failure, and a ConfinementError when the script refused a path (core/remote/confine.ts), even
+   * with `check: false`.
+   */
   async run(host: string | null, script: ShellScript, options: SshRunOptions = {}): Promise<RunResult> {
+    let result: RunResult;
+    try {
+      result = await this.#timed(host, script, options);
+    } catch (error) {
+      throw (error instanceof RemoteError && refusalIn(error.stderr)) || error;
+    }
+    // A refusal anywhere counts, whatever the exit code: a relay reports its forward hop's failure
+    // in its output and exits 0.
+    const refusal = refusalIn(result.stderr);
+    if (refusal) throw refusal;
+    return result;
+  }
+
+  async #timed(host: string | null, script: ShellScript, options: SshRunOptions): Promise<RunResult> {
     if (!this.#debug) return await this.#run(host, script, options);
     const started = performance.now();
     const first = script.text.split("\n").find((l) => l.trim() !== "")?.trim().slice(0, 120) ?? "";

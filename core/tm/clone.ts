@@ -77,6 +77,11 @@ export function prepareScript(services: TmServices, dst: VmFile): ShellScript {
   return joinScripts([markerScript(dst.dsDir, services.driver), sh`mkdir -p -- ${dst.vmDir} || exit 1`]);
 }
 
+/** What {@linkcode prepareScript} writes (for the confinement of the script that runs it). */
+export function prepareWrites(dst: VmFile): string[] {
+  return [`${dst.dsDir}/.monitor`, `${dst.dsDir}/.monitor.onestor-tmp`, dst.vmDir];
+}
+
 /** Creates the VM folder and the datastore's `.monitor` marker; drops a stale `<disk>.snap`. */
 export async function prepareDiskDestination(services: TmServices, dst: VmFile): Promise<void> {
   await services.runner.run(
@@ -155,6 +160,8 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
         prepare,
         finish,
         finishWhat,
+        confine: services.confine,
+        writes: prepareWrites(dst),
       },
     );
     finishOutput = result.finishOutput;
@@ -172,7 +179,15 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
           { name: `${src.name}.snap`, as: `${dst.name}.snap`, optional: true },
         ],
       },
-      to: { host: dst.host, dir: dst.vmDir, prepare, finish: finish ?? undefined, finishWhat },
+      to: {
+        host: dst.host,
+        dir: dst.vmDir,
+        confine: services.confine,
+        writes: prepareWrites(dst),
+        prepare,
+        finish: finish ?? undefined,
+        finishWhat,
+      },
       sparse: facts.sparse,
       mirror: true,
       checksum: services.checksum,

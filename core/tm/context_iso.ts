@@ -167,7 +167,7 @@ mkdir -p -- ${dst.vmDir}`,
     );
     await copyEntries(services.runner, {
       from: { host: null, dir: work, entries: [{ name: "context.iso", as: dst.name }] },
-      to: { host: dst.host, dir: dst.vmDir },
+      to: { host: dst.host, dir: dst.vmDir, confine: services.confine },
       sparse: true,
       checksum: services.checksum,
       timeoutMs: services.transferTimeoutMs,

@@ -146,7 +146,7 @@ export async function moveVmDir(services: TmServices, request: MoveRequest): Pro
     logInfo(`Moving ${src.host}:${src.path} to ${dst.host}:${dst.path}`);
     const result = await copyEntries(runner, {
       from: { host: src.host, dir: src.dsDir, entries: [{ name: src.name, as: dst.name }] },
-      to: { host: dst.host, dir: dst.dsDir },
+      to: { host: dst.host, dir: dst.dsDir, confine: services.confine },
       sparse: true,
       checksum: services.checksum,
       timeoutMs: services.transferTimeoutMs,

@@ -7,6 +7,7 @@
 
 import type { Config } from "../../config/load.ts";
 import type { OneLookup } from "../one/lookup.ts";
+import { type Confinement, tmConfinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import {
   checksumProgram,
@@ -33,6 +34,8 @@ export interface TmServices {
   transferTimeoutMs: number;
   /** Checksum program of copies (`b2sum`, ..., `none`). */
   checksum: string;
+  /** Where TM scripts may write, move and delete on hosts and the front-end (DATASTORE_LOCATION). */
+  confine: Confinement;
 }
 
 /** The services of this process for an action installed as `driver`. */
@@ -45,5 +48,6 @@ export function tmServices(driver: string): TmServices {
     controlTimeoutMs: controlTimeoutMs(),
     transferTimeoutMs: transferTimeoutMs(),
     checksum: checksumProgram(),
+    confine: tmConfinement(getConfig()),
   };
 }

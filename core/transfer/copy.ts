@@ -33,6 +33,8 @@
  */
 
 import { OneStorError } from "../errors.ts";
+import { metrics } from "../metrics/metrics.ts";
+import { confine, type Confinement } from "../remote/confine.ts";
 import { lastLines } from "../remote/process.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
@@ -80,7 +82,10 @@ export interface CopyDestination {
   host: string | null;
   /** Folder of the entries. */
   dir: string;
-  // confine: the destination's allowed roots go here once core/remote/confine.ts is on main.
+  /** Where the copy may write on the destination host (checked there, at the top of the receiver). */
+  confine: Confinement;
+  /** More paths the receiver's `prepare` and `finish` write (e.g. the `.monitor` marker), confined too. */
+  writes?: readonly string[];
   /** Runs on the destination before anything is received (e.g. the `.monitor` marker). */
   prepare?: ShellScript;
   /**
@@ -121,6 +126,8 @@ export interface CopyRequest {
   timeoutMs?: number;
   /** Human description for errors, e.g. "Error copying fe:/x to hv1:/y". */
   what?: string;
+  /** The `hop` label of its transfer metrics when the ends alone do not tell (e.g. `replica_to_host`). */
+  hop?: string;
 }
 
 /** What a finished copy moved. */
@@ -307,7 +314,13 @@ ${
 fi`;
   });
   const finish = request.to.finish;
+  const finals = request.from.entries.map((e) => `${dir}/${e.as ?? e.name}`);
   return sh`set -o pipefail
+${
+    confine(request.to.confine, request.to.host, {
+      write: [`${dir}/${tmp}`, ...finals, ...(request.to.writes ?? [])],
+    })
+  }
 mkdir -p -- ${dir} && cd -- ${dir} || exit 73
 ${request.to.prepare ?? raw(":")}
 staged=${`${dir}/${tmp}`}
@@ -560,6 +573,7 @@ async function copyOnce(runner: HostRunner, request: CopyRequest): Promise<CopyR
       `${request.to.finishWhat ?? `${what}: finishing failed`}: ${outcome.finishError || detail || "failed"}`,
     );
   }
+  metrics.copied(request, runner, outcome.bytes, started);
   return {
     streamBytes: outcome.bytes,
     sums: sourceSums(result.stderr),

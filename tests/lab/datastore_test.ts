@@ -157,7 +157,7 @@ labTest(
         },
       );
 
-      await t.step("cp shows progress on a terminal only", async () => {
+      await t.step("cp shows a progress bar on a terminal, plain INFO lines when run by oned", async () => {
         const file = `${dir}/payload.b64`;
         await Deno.writeTextFile(file, payload({ path: `${dir}/disk.raw` }));
         const action = `/var/lib/one/remotes/datastore/${world.dsName}/cp`;
@@ -167,9 +167,29 @@ labTest(
           env: world.env(),
         });
         assert.equal(tty.code, 0, tty.stderr);
-        assert.match(tty.stdout, /\rCopying .*disk\.raw: [0-9.]+ MiB of 16\.0 MiB \(100%\)/);
-        const plain = await world.ds("cp", 54, payload({ path: `${dir}/disk.raw` }));
-        assert.doesNotMatch(plain.stderr, /MiB of/);
+        // The last redraw of the bar, up to the end of its line (log lines and the result follow).
+        const bar = (tty.stdout.split("\r\x1b[2K").filter((l) =>
+          l.trim() !== ""
+        ).pop() ?? "").split(/\r?\n/)[0];
+        assert.match(
+          bar.trim(),
+          /^\[#+\] 100% {2}16\.0\/16\.0 MiB {2}[0-9.]+ MiB\/s {2}.*Copying .*disk\.raw$/,
+        );
+        // Without a terminal: periodic INFO lines (every line here: a zero interval), no control characters.
+        const plain = await world.ds("cp", 54, payload({ path: `${dir}/disk.raw` }), {
+          env: { ONESTOR_PROGRESS_INTERVAL: "0" },
+        });
+        assert.equal(plain.code, 0, plain.stderr);
+        assert.match(
+          plain.stderr,
+          /^INFO: cp: Copying .*disk\.raw: [0-9.]+ of 16\.0 MiB \(\d+%\), [0-9.]+ MiB\/s/m,
+        );
+        assert.ok(
+          ![...plain.stderr].some((c) => c !== "\n" && (c.charCodeAt(0) < 32 || c.charCodeAt(0) === 127)),
+          "no control characters for oned's logs",
+        );
+        const quiet = await world.ds("cp", 55, payload({ path: `${dir}/disk.raw` }));
+        assert.doesNotMatch(quiet.stderr, /MiB \(\d+%\)/, "a short copy logs no progress line");
       });
 
       await t.step(

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { HostRunner } from "../../core/remote/runner.ts";
 import { SshClient } from "../../core/remote/ssh.ts";
 import { copyEntries, CopyError } from "../../core/transfer/copy.ts";
+import { scratchConfinement, tmConfinement } from "../../core/remote/confine.ts";
 import { Lab, labTest } from "../support/lab.ts";
 
 const DS = "/var/lib/one/datastores";
+const CONFINE = tmConfinement({ datastoreLocation: DS });
 
 async function sh(lab: Lab, host: string, script: string): Promise<string> {
   const r = await lab.exec(host, ["bash", "-c", script]);
@@ -46,7 +48,7 @@ labTest(
             optional: true,
           }],
         },
-        to: { host: "hv2", dir: `${DS}/0/5` },
+        to: { host: "hv2", dir: `${DS}/0/5`, confine: CONFINE },
       });
       assert.ok(
         r1.streamBytes > 4 << 20 && r1.streamBytes < 8 << 20,
@@ -65,7 +67,7 @@ labTest(
       // Host to front-end (the front-end pulls), non-sparse: every zero is written.
       await copyEntries(runner, {
         from: { host: "hv2", dir: `${DS}/0/5`, entries: [{ name: "disk.0" }] },
-        to: { host: null, dir: `${local}/fe` },
+        to: { host: null, dir: `${local}/fe`, confine: scratchConfinement(local) },
         sparse: false,
       });
       const full = Deno.statSync(`${local}/fe/disk.0`);
@@ -74,11 +76,11 @@ labTest(
       // Front-end to host, overwriting an existing file; a symlink is followed when asked.
       await copyEntries(runner, {
         from: { host: null, dir: `${local}/fe`, entries: [{ name: "disk.0", as: "disk.1" }] },
-        to: { host: "hv1", dir: `${DS}/0/6` },
+        to: { host: "hv1", dir: `${DS}/0/6`, confine: CONFINE },
       });
       await copyEntries(runner, {
         from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "link", as: "disk.1" }] },
-        to: { host: "hv1", dir: `${DS}/0/6` },
+        to: { host: "hv1", dir: `${DS}/0/6`, confine: CONFINE },
         dereference: true,
       });
       assert.equal(Deno.lstatSync(lab.path("hv1", `${DS}/0/6/disk.1`)).isFile, true);
@@ -88,7 +90,7 @@ labTest(
       for (const compression of ["gzip", "xz"] as const) {
         await copyEntries(runner, {
           from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "img", as: `disk.${compression}` }] },
-          to: { host: "hv2", dir: `${DS}/0/7` },
+          to: { host: "hv2", dir: `${DS}/0/7`, confine: CONFINE },
           compression,
         });
         assert.equal(await sh(lab, "hv2", `md5sum < ${DS}/0/7/disk.${compression}`), sum);
@@ -98,7 +100,7 @@ labTest(
       // A missing source fails with a clear message and touches nothing.
       const missing = await copyEntries(runner, {
         from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "nope" }] },
-        to: { host: "hv2", dir: `${DS}/0/5` },
+        to: { host: "hv2", dir: `${DS}/0/5`, confine: CONFINE },
       }).catch((e) => e);
       assert.ok(missing instanceof CopyError, String(missing));
       assert.match(missing.message, /Source \/var\/lib\/one\/datastores\/1\/nope does not exist/);
@@ -111,7 +113,7 @@ labTest(
       );
       const full2 = await copyEntries(runner, {
         from: { host: "hv1", dir: `${DS}/1`, entries: [{ name: "img", as: "disk.0" }] },
-        to: { host: "hv2", dir: `${DS}/small` },
+        to: { host: "hv2", dir: `${DS}/small`, confine: CONFINE },
       }).catch((e) => e);
       assert.ok(full2 instanceof CopyError, String(full2));
       assert.match(full2.message, /No space left on device|Wrote only|Cannot write/);

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { parseCacheArgs } from "../../actions/admin/cache.ts";
 import { ago, type CacheRow, folderRows, formatRows, selectReplicas } from "../../core/cache/admin.ts";
 import { encodeRecord } from "../../core/cache/entry.ts";
-import { progressBar, StatusLine } from "../../core/cache/progress.ts";
 import type { FolderState } from "../../core/cache/store.ts";
 import type { CacheTopology } from "../../core/cache/targets.ts";
 import { UsageError } from "../../core/errors.ts";
@@ -141,25 +140,11 @@ Deno.test("folderRows() shows ready, broken, filling and leftover entries with p
   assert.ok(table.some((l) => /2m ago\s+vm 40,vm 41\s+stale/.test(l)), table.join("\n"));
 });
 
-Deno.test("ago(), progressBar() and StatusLine render for people", () => {
+Deno.test("ago() renders times for people", () => {
   assert.equal(ago(null, 5), "-");
   assert.equal(ago(100, 130), "30s ago");
   assert.equal(ago(0, 7200), "2h ago");
   assert.equal(ago(0, 200000), "2d ago");
-  assert.equal(progressBar(50, 100, 10), "[#####-----]  50%  0.0/0.0 MiB");
-  assert.equal(progressBar(3 * 1048576, 2 * 1048576, 4), "[####] 100%  2.0/2.0 MiB");
-  const out: string[] = [];
-  const tty = new StatusLine({ tty: true, write: (t) => out.push(t) });
-  tty.update("a");
-  tty.note("message");
-  tty.done("b");
-  assert.deepEqual(out, ["\r\x1b[2Ka", "\r\x1b[2Kmessage\na", "\r\x1b[2Kb\n"]);
-  out.length = 0;
-  const pipe = new StatusLine({ tty: false, write: (t) => out.push(t) });
-  pipe.update("a");
-  pipe.note("message");
-  pipe.done("b");
-  assert.deepEqual(out, ["message\n", "b\n"]);
 });
 
 Deno.test("formatRows() of no rows is just the header", () => {

@@ -11,6 +11,7 @@ import { fillLeasePrefix } from "../../core/cache/fill.ts";
 import { statImage } from "../../core/cache/identity.ts";
 import { type Delivery, obtainEntry, type ObtainRequest } from "../../core/cache/obtain.ts";
 import { ReplicaFolder } from "../../core/cache/store.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -37,7 +38,7 @@ async function scratch() {
   );
   const previous = Deno.env.get("ONESTOR_STATE_DIR");
   Deno.env.set("ONESTOR_STATE_DIR", `${root}/state`);
-  const folder = () => new ReplicaFolder(runner, "replica-test", replica, 30_000);
+  const folder = () => new ReplicaFolder(runner, "replica-test", replica, 30_000, scratchConfinement(root));
   /** A delivery to `<hv>/<vm>/disk.0`: the "replica" pushes to itself, so no hop is needed here. */
   const delivery = (vm: number, extra: Partial<Delivery["copy"]> = {}): Delivery => ({
     cutThrough: true,
@@ -51,7 +52,7 @@ async function scratch() {
           optional: true,
         }],
       },
-      to: { host: "replica-test", dir: `${hv}/${vm}` },
+      to: { host: "replica-test", dir: `${hv}/${vm}`, confine: scratchConfinement(root) },
       route: { mode: "push", address: "replica-test" },
       mirror: true,
       ...extra,

@@ -18,6 +18,7 @@ import { makeRoom } from "../../core/cache/eviction.ts";
 import { statImage } from "../../core/cache/identity.ts";
 import { serve } from "../../core/cache/serve.ts";
 import { cacheFolders, parseStatLines, ReplicaFolder } from "../../core/cache/store.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -32,7 +33,7 @@ async function scratch() {
     root,
     dir,
     runner,
-    folder: new ReplicaFolder(runner, "replica-test", dir, 30_000),
+    folder: new ReplicaFolder(runner, "replica-test", dir, 30_000, scratchConfinement(root)),
     async [Symbol.asyncDispose]() {
       await Deno.remove(root, { recursive: true });
     },
@@ -161,7 +162,13 @@ Deno.test("readImageState() returns the records, the replica clock and the files
     [`${IMAGE}.snap`, "d", state.files[1].size],
     [`${IMAGE}.snap/3`, "f", 2],
   ]);
-  const none = await new ReplicaFolder(s.runner, "replica-test", `${s.root}/missing`).image(IMAGE);
+  const none = await new ReplicaFolder(
+    s.runner,
+    "replica-test",
+    `${s.root}/missing`,
+    0,
+    scratchConfinement(s.root),
+  ).image(IMAGE);
   assert.deepEqual([none.entryText, none.files], [null, []]);
 });
 

@@ -26,6 +26,7 @@ import {
 } from "../../core/cache/invalidate.ts";
 import { HostRunner } from "../../core/remote/runner.ts";
 import { RemoteError } from "../../core/errors.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const IMAGE = "0123456789abcdef0123456789abcdef";
 
@@ -97,7 +98,7 @@ async function takeLease(
 
 function fillRequest(s: { relay: string; runner: HostRunner }, stat: Awaited<ReturnType<typeof statImage>>) {
   return {
-    folder: new ReplicaFolder(s.runner, "relay-test", s.relay, 30_000),
+    folder: new ReplicaFolder(s.runner, "relay-test", s.relay, 30_000, scratchConfinement(s.relay)),
     stat,
     owner: "fe:1:a",
     algorithm: "xxh128" as const,
@@ -113,13 +114,14 @@ function fillRequest(s: { relay: string; runner: HostRunner }, stat: Awaited<Ret
 
 /** The forward's receiver, run by the relay itself (no hop needed here). */
 function forwardTo(dir: string, extra: Partial<CopyRequest> = {}): FillForward {
+  const root = dir.split("/").slice(0, 3).join("/");
   const copy: CopyRequest = {
     from: {
       host: "relay-test",
       dir: "/unused",
       entries: [{ name: IMAGE, as: "disk.0" }, { name: `${IMAGE}.snap`, as: "disk.0.snap", optional: true }],
     },
-    to: { host: "hv-test", dir },
+    to: { host: "hv-test", dir, confine: scratchConfinement(root) },
     mirror: true,
     ...extra,
   };
@@ -244,7 +246,7 @@ Deno.test("fillEntry() throws a RemoteError naming the replica when it cannot be
   await assert.rejects(
     fillEntry(s.runner, {
       ...fillRequest(s, stat),
-      folder: new ReplicaFolder(s.runner, "down-host", s.relay, 30_000),
+      folder: new ReplicaFolder(s.runner, "down-host", s.relay, 30_000, scratchConfinement(s.relay)),
       acquired: 1,
       forward: null,
     }),
@@ -324,9 +326,9 @@ Deno.test("the invalidation journal keeps one record per image and is applied at
   const pending = await pendingInvalidations("relay-test");
   assert.deepEqual(pending.map((p) => p.record.reason), ["mvds"]);
   // An unreachable replica keeps its record; a reachable one applies it and the record goes.
-  assert.equal(await applyPendingInvalidations(s.runner, "down-host"), 0);
+  assert.equal(await applyPendingInvalidations(s.runner, "down-host", scratchConfinement(s.root)), 0);
   assert.equal((await pendingInvalidations("down-host")).length, 1);
-  assert.equal(await applyPendingInvalidations(s.runner, "relay-test"), 1);
+  assert.equal(await applyPendingInvalidations(s.runner, "relay-test", scratchConfinement(s.root)), 1);
   assert.deepEqual(await pendingInvalidations("relay-test"), []);
   await assert.rejects(Deno.stat(path));
   await assert.rejects(Deno.stat(`${s.relay}/${entryName(IMAGE)}`));
