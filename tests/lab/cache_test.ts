@@ -449,6 +449,28 @@ labTest(
             .split(" ")
             .map(Number);
           assert.ok(blocks * unit >= size, `${blocks * unit} bytes allocated for ${size}`);
+          // A miss with a hypervisor that pulls: the cut-through goes through the fill's named pipe.
+          const P = await makeImage(9, 24, 6);
+          const pulledMiss = await clone(603, "hv2", P);
+          ok(pulledMiss, "clone to hv2, a miss, pulled");
+          assert.match(pulledMiss.stderr, /hv2 pulls the disk/);
+          assert.match(pulledMiss.stderr, /forwarded to hv2/);
+          assert.equal(await sumOf("hv2", diskPath(603)), await sumOf("frontend", P));
+          assert.equal(await fills(9), 1);
+          // A miss of a SPARSE=NO disk: cut-through too, every block allocated at the hypervisor.
+          const Q = await makeImage(10, 24, 6);
+          const denseMiss = await clone(604, "hv1", Q, {}, { SPARSE: "NO" });
+          ok(denseMiss, "clone SPARSE=NO, a miss");
+          assert.match(denseMiss.stderr, /forwarded to hv1/);
+          assert.equal(await sumOf("hv1", diskPath(604)), await sumOf("frontend", Q));
+          const dense = (await world.sh("hv1", `stat -c '%b %B %s' ${diskPath(604)}`)).trim().split(" ").map(
+            Number,
+          );
+          assert.ok(
+            dense[0] * dense[1] >= dense[2],
+            `${dense[0] * dense[1]} bytes allocated for ${dense[2]}`,
+          );
+          assert.equal(await leftovers(), "");
         } finally {
           world.oned.addHost(hostXml({ id: 1, name: "hv1" }));
           world.oned.remove("host", 3);
