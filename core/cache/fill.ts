@@ -66,6 +66,8 @@ export interface FillRequest {
   ownerPid?: number;
   /** Where the success line goes (default: an `INFO:` log line). */
   log?: { info(message: string): void };
+  /** Lines logged once the fill has started (not when it found its lease gone). */
+  announce?: readonly string[];
 }
 
 /** What a fill achieved. */
@@ -235,6 +237,7 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
       },
     );
   }
+  for (const line of request.announce ?? []) (request.log?.info ?? logInfo)(line);
   if (!outcome.promoted) {
     outcome.problem = fillLine.find((l) =>
       l.startsWith("not-promoted")

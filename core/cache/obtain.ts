@@ -176,6 +176,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
     switch (outcome.kind) {
       case "hit": {
         if (outcome.waitedSeconds !== null) {
+          metrics.lockWait(folder.replica, outcome.waitedSeconds);
           log.info(`Another deployment filled the cache; waited ${outcome.waitedSeconds} s`);
         }
         if (copy && (!outcome.copy || !outcome.copy.ok)) {
@@ -192,6 +193,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
       }
       case "pinned": {
         if (outcome.waitedSeconds !== null) {
+          metrics.lockWait(folder.replica, outcome.waitedSeconds);
           log.info(`Another deployment filled the cache; waited ${outcome.waitedSeconds} s`);
         }
         const pulled = performance.now();
@@ -276,7 +278,16 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
           );
         }
         const cutThrough = delivery?.cutThrough === true && request.pin !== undefined;
+        // Said once the fill has started (a fill that finds its lease gone says nothing).
+        const announce = [
+          ...plan.evict.map((e) =>
+            `Evicted ${e.key} (${e.kind}, ${(e.allocated / 1048576).toFixed(1)} MiB) from ${folder.replica}`
+          ),
+          `Filling the cache of ${folder.replica} with ${stat.path}` +
+          (cutThrough ? `, forwarding to ${delivery!.copy.to.host} as it arrives` : ""),
+        ];
         const fill = await fillWithForward(runner, request, {
+          announce,
           algorithm,
           acquired,
           expectRecord: outcome.entryText,
@@ -288,15 +299,12 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
           await jitter();
           continue;
         }
-        for (const e of plan.evict) {
-          log.info(
-            `Evicted ${e.key} (${e.kind}, ${(e.allocated / 1048576).toFixed(1)} MiB) from ${folder.replica}`,
-          );
+        for (const e of plan.evict) metrics.evicted(folder.replica, e.kind, e.allocated);
+        metrics.fill(folder.replica, fill.promoted);
+        metrics.transfer("frontend_to_replica", folder.replica, fill.streamBytes, fill.seconds);
+        if (fill.forward?.ok) {
+          metrics.transfer("replica_to_host", delivery!.copy.to.host!, fill.forward.bytes, fill.seconds);
         }
-        log.info(
-          `Filled the cache of ${folder.replica} with ${stat.path}` +
-            (cutThrough ? `, forwarding to ${delivery!.copy.to.host} as it arrived` : ""),
-        );
         if (fill.identity) {
           identity = fill.identity;
           identityChecked = false;
@@ -325,6 +333,7 @@ async function fillWithForward(
   runner: HostRunner,
   request: ObtainRequest,
   f: {
+    announce: readonly string[];
     algorithm: HashAlgorithm;
     acquired: number;
     expectRecord: string | null;
@@ -339,6 +348,7 @@ async function fillWithForward(
     stat: request.stat,
     owner: request.owner,
     algorithm: f.algorithm,
+    announce: f.announce,
     acquired: f.acquired,
     expectRecord: f.expectRecord,
     evictions: f.evictions,

@@ -178,7 +178,7 @@ labTest(
       const results = await Promise.all(ids.map((vm, i) => clone(vm, i % 2 === 0 ? "hv1" : "hv2", B)));
       results.forEach((r, i) => ok(r, `clone ${ids[i]}`));
       assert.equal(await fills(2), 1, "exactly one front-end -> replica transfer");
-      assert.equal(results.filter((r) => /Filled the cache of replica/.test(r.stderr)).length, 1);
+      assert.equal(results.filter((r) => /Filling the cache of replica/.test(r.stderr)).length, 1);
       assert.equal(results.filter((r) => /Cache hit/.test(r.stderr)).length, 15);
       assert.ok(
         results.some((r) => /Waiting for .* to fill the cache/.test(r.stderr)),
@@ -513,7 +513,7 @@ labTest(
         ]);
         runs.forEach((r, i) => ok(r, `clone ${700 + i}`));
         assert.equal(await fills(8), 1, "one front-end -> replica transfer for both front-ends");
-        assert.equal(runs.filter((r) => /Filled the cache of replica/.test(r.stderr)).length, 1);
+        assert.equal(runs.filter((r) => /Filling the cache of replica/.test(r.stderr)).length, 1);
         for (const [i, vm] of [700, 701, 702, 703, 704, 705, 706, 707].entries()) {
           assert.equal(await sumOf(i % 2 ? "hv2" : "hv1", diskPath(vm)), sumH);
         }

@@ -52,9 +52,11 @@ labTest("SSH round trips: warm deploy ≤ 3, cold ≤ 4, delete/mkswap/mkimage �
     vm(1, "hv1", 100, true);
     let out = "";
     const c = await count(async () => {
-      out = ok(await clone(1, "hv1", 100), "cold clone");
+      const r = await clone(1, "hv1", 100);
+      ok(r, "cold clone");
+      out = r.stderr;
     });
-    assert.match(out, /forwarded to hv1/);
+    assert.match(out, /forwarded to hv1/, out);
     assert.ok(total(c) <= 4, `cold deploy: ${JSON.stringify(c)}`);
     // The disk arrived, grown to SIZE, with its marker.
     assert.equal((await world.sh("hv1", `stat -c %s ${DS}/100/1/disk.0`)).trim(), String(96 << 20));
@@ -65,7 +67,9 @@ labTest("SSH round trips: warm deploy ≤ 3, cold ≤ 4, delete/mkswap/mkimage �
     vm(2, "hv2", 100);
     let out = "";
     const c = await count(async () => {
-      out = ok(await clone(2, "hv2", 100), "warm clone");
+      const r = await clone(2, "hv2", 100);
+      ok(r, "warm clone");
+      out = r.stderr;
     });
     assert.match(out, /Cache hit/);
     assert.ok(total(c) <= 3, `warm deploy: ${JSON.stringify(c)}`);
