@@ -275,15 +275,31 @@ export const SETTINGS = [
     key: "TRANSFER_CHECKSUM",
     file: "onestor.conf",
     type: "choice",
-    choices: ["blake2b", "sha256", "md5", "none"],
-    default: "blake2b",
-    meaning: "Checksum computed on both ends of every copy while the data streams, compared before the " +
-      "copy is renamed into place; also the content identity of replica cache entries. `blake2b` " +
-      "(coreutils `b2sum`, on every host) is the fastest strong hash of coreutils (about 800 MB/s " +
-      "measured, faster than the SSH stream); `sha256` and `md5` are slower; `none` skips verification " +
-      "(not recommended).",
-    usedBy: "core/transfer, core/cache",
+    choices: ["xxh128", "blake2b", "sha256", "md5", "none"],
+    default: "xxh128",
+    meaning: "Content checksum of images: the identity of replica cache entries, computed once per " +
+      "image version on the front-end while the cache fills (the image is never read twice for it) and " +
+      "re-read on the replica only for REPLICA_CACHE_VERIFY=checksum and `onestor cache verify`; also " +
+      "the checksum of TRANSFER_VERIFY=content. `xxh128` (xxhsum of the Debian package `xxhash`, " +
+      "several GB/s) where the hosts have it, else `blake2b` (coreutils `b2sum`, everywhere) is used " +
+      "for that host, remembered per host; `sha256` and `md5` are slower; `none` is the same as the " +
+      "default (cache entries always need an identity).",
+    usedBy: "core/cache, core/transfer",
     upstream: "Upstream copied without verification and keyed the cache on an MD5 sidecar file.",
+  },
+  {
+    key: "TRANSFER_VERIFY",
+    file: "onestor.conf",
+    type: "choice",
+    choices: ["transport", "content"],
+    default: "transport",
+    meaning: "How a copy is proved complete before it is renamed into place. `transport`: SSH " +
+      "authenticates every byte in transit, and tar's exit status on both ends plus the byte count the " +
+      "sender announces in the stream's trailer must agree (a truncated or half-failed copy is never " +
+      "renamed into place). `content`: in addition, every copied file is hashed on both ends with " +
+      "TRANSFER_CHECKSUM and the checksums must be equal (one more read of each file on each end).",
+    usedBy: "core/transfer (every copy of disk data)",
+    upstream: "Upstream's tar pipes had no pipefail and no check: a short read passed as success.",
   },
   {
     key: "TRANSFER_COMPRESSION",

@@ -11,6 +11,7 @@ import { HostRunner, localHostNames } from "./remote/runner.ts";
 import { SshClient } from "./remote/ssh.ts";
 import { OneLookup } from "./one/lookup.ts";
 import { transferDefaults } from "./transfer/copy.ts";
+import type { HashAlgorithm } from "./transfer/hashes.ts";
 
 let config: Config | undefined;
 let runner: HostRunner | undefined;
@@ -21,7 +22,6 @@ export function getConfig(): Config {
     config = loadConfig();
     transferDefaults.checksum = checksumProgram();
     transferDefaults.compression = config.transferCompression;
-    transferDefaults.controlTimeoutMs = config.sshControlTimeout * 1000;
   }
   return config;
 }
@@ -64,18 +64,15 @@ export function transferTimeoutMs(): number {
   return getConfig().sshTransferTimeout * 1000;
 }
 
-/** The checksum program of TRANSFER_CHECKSUM, as run on the hosts. */
+/** The content checksum algorithm of TRANSFER_CHECKSUM (`none` means the default: an identity is always needed). */
+export function contentAlgorithm(): HashAlgorithm {
+  const c = getConfig().transferChecksum;
+  return c === "none" ? "xxh128" : c;
+}
+
+/** The checksum every copy verifies its files with (TRANSFER_VERIFY=content), or "none". */
 export function checksumProgram(): string {
-  switch (getConfig().transferChecksum) {
-    case "blake2b":
-      return "b2sum";
-    case "sha256":
-      return "sha256sum";
-    case "md5":
-      return "md5sum";
-    default:
-      return "none";
-  }
+  return getConfig().transferVerify === "content" ? contentAlgorithm() : "none";
 }
 
 let lookup: OneLookup | undefined;

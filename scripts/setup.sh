@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   openssh-server openssh-client qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients e2fsprogs xfsprogs dosfstools xorriso genisoimage rsync xz-utils bzip2 gzip file
-  procps iproute2 util-linux curl coreutils tar
+  procps iproute2 util-linux curl coreutils tar xxhash
 )
 
 missing=()

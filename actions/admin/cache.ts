@@ -23,7 +23,7 @@ import {
 import { cacheTopology } from "../../core/cache/targets.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
 import {
-  checksumProgram,
+  contentAlgorithm,
   controlTimeoutMs,
   getConfig,
   getRunner,
@@ -142,7 +142,7 @@ export async function run(args: string[]): Promise<number> {
     runner: getRunner(),
     config: getConfig(),
     topology,
-    checksum: checksumProgram(),
+    algorithm: contentAlgorithm(),
     controlTimeoutMs: controlTimeoutMs(),
     transferTimeoutMs: transferTimeoutMs(),
     print: (line) => console.log(line),

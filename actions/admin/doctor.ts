@@ -13,7 +13,8 @@ import { buildReport, plainLines, tableLines } from "../../core/doctor/render.ts
 import { OneClient } from "../../core/one/xmlrpc.ts";
 import { HostRunner, localHostNames } from "../../core/remote/runner.ts";
 import { SshClient } from "../../core/remote/ssh.ts";
-import { checksumProgram, getConfig } from "../../core/runtime.ts";
+import { contentAlgorithm, getConfig } from "../../core/runtime.ts";
+import { HASH_PROGRAMS } from "../../core/transfer/hashes.ts";
 import type { Config } from "../../config/load.ts";
 
 /** Usage text. */
@@ -116,7 +117,8 @@ export async function run(argv: string[]): Promise<number> {
       root: Deno.env.get("ONESTOR_CONFIG_ROOT") || undefined,
       oneLocation: Deno.env.get("ONE_LOCATION") || undefined,
     },
-    checksum: () => checksumProgram(),
+    // The program of the content checksum (xxhsum by default: a host without it falls back to b2sum).
+    checksum: () => HASH_PROGRAMS[contentAlgorithm()][0],
     selection: {
       cluster: values.cluster === undefined ? null : Number(values.cluster),
       host: values.host ?? null,

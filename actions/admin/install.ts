@@ -57,6 +57,11 @@ export async function run(argv: string[]): Promise<number> {
     console.log(`Installed onestor ${report.version} under ${options.remotes}:`);
     console.log(`  ${report.tmDir} (${report.tmActions} TM actions)`);
     console.log(`  ${report.dsDir} (${report.dsActions} datastore actions)`);
+    console.log(
+      report.bundle
+        ? `  actions run from the bundle ${report.bundle} (run install again after updating onestor)`
+        : "  actions run main.ts (no bundle could be built here)",
+    );
     if (report.backedUp > 0) {
       console.log(`  ${report.backedUp} stock files kept in .onestor-backup/ (restored by --uninstall)`);
     }

@@ -21,7 +21,8 @@ import {
   type Pin,
 } from "./entry.ts";
 import { type CacheLimits, cacheUsage, evictCandidates, makeRoom, removalOps } from "./eviction.ts";
-import { identityAlgorithm, statImage } from "./identity.ts";
+import { statImage } from "./identity.ts";
+import type { HashAlgorithm } from "../transfer/hashes.ts";
 import { applyPendingInvalidations } from "./invalidate.ts";
 import { obtainEntry } from "./obtain.ts";
 import { ProgressReporter } from "../progress/reporter.ts";
@@ -44,8 +45,8 @@ export interface AdminContext {
   runner: HostRunner;
   config: Config;
   topology: CacheTopology;
-  /** Checksum program of TRANSFER_CHECKSUM (`b2sum`, ..., `none`). */
-  checksum: string;
+  /** Content checksum algorithm of entries (TRANSFER_CHECKSUM). */
+  algorithm: HashAlgorithm;
   controlTimeoutMs: number;
   transferTimeoutMs: number;
   /** Writes a line of output. */
@@ -139,7 +140,7 @@ export async function folderRows(replica: string, state: FolderState): Promise<C
   const seen = new Set<string>();
   for (const [image, text] of state.entries) {
     seen.add(image);
-    const entry = parseEntry(text);
+    const entry = parseEntry(text, { lastUse: state.entryMtimes?.get(image), pins: state.pins?.get(image) });
     const lease = parseLease(state.leases.get(image) ?? null);
     const path = `${state.dir}/${image}`;
     if (!entry) {
@@ -292,21 +293,22 @@ export async function warmImages(
           : watchFill(folder, stat.name, (bytes) => reporter.set(bytes));
         let outcome;
         try {
-          outcome = await obtainEntry({
+          outcome = await obtainEntry(ctx.runner, {
             folder,
             stat,
             owner,
-            algorithm: identityAlgorithm(ctx.checksum),
-            checksum: ctx.checksum,
+            algorithm: ctx.algorithm,
             leaseSeconds: ctx.config.replicaLeaseSeconds,
             lockTimeoutSeconds: 0,
             verify: ctx.config.replicaCacheVerify,
             limits: limitsOf(ctx.config),
             frontendHopOptions: ctx.config.replicaSshFeOpts,
+            compression: ctx.config.transferCompression,
             transferTimeoutMs: ctx.transferTimeoutMs,
-            controlTimeoutMs: ctx.controlTimeoutMs,
-            sparse: true,
-            log: { info: (m) => reporter.note(m), warn: (m) => reporter.note(`Warning: ${m}`) },
+            log: {
+              info: (m: string) => reporter.note(m),
+              warn: (m: string) => reporter.note(`Warning: ${m}`),
+            },
           });
         } finally {
           await watch?.stop();
@@ -356,12 +358,11 @@ export async function evictImages(
       const folder = new ReplicaFolder(ctx.runner, target.host, path.slice(0, slash), ctx.controlTimeoutMs);
       const image = path.slice(slash + 1);
       const state = await folder.image(image);
-      const entry = parseEntry(state.entryText);
       if (state.entryText === null && state.files.length === 0) {
         ctx.print(`${target.host}: ${path}: not cached`);
         continue;
       }
-      if (entry && livePins(entry, state.now).length > 0) {
+      if (state.pins.some((p) => p.expires_at > state.now)) {
         kept++;
         ctx.print(`${target.host}: ${path}: kept, a deployment is copying from it`);
         continue;
@@ -373,6 +374,7 @@ export async function evictImages(
       }
       const result = await folder.transact({
         expect: { [entryName(image)]: state.entryText, [leaseName(image)]: state.leaseText },
+        unpinned: [image],
         ops: removalOps(
           {
             dir: folder.dir,
@@ -455,7 +457,10 @@ export async function verifyCache(
       for (const [image, text] of state.entries) {
         const path = `${state.dir}/${image}`;
         if (images.length > 0 && !images.includes(path)) continue;
-        const entry = parseEntry(text);
+        const entry = parseEntry(text, {
+          lastUse: state.entryMtimes?.get(image),
+          pins: state.pins?.get(image),
+        });
         if (leaseLive(parseLease(state.leases.get(image) ?? null), state.now)) {
           ctx.print(`${target.host}: ${path}: being filled, skipped`);
           continue;
@@ -481,6 +486,7 @@ export async function verifyCache(
         }
         const result = await folder.transact({
           expect: { [entryName(image)]: text },
+          unpinned: [image],
           ops: removalOps(
             {
               dir: state.dir,

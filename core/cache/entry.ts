@@ -1,15 +1,24 @@
 /**
- * The replica cache's records, as JSON files next to the cached images on the replica:
+ * The replica cache's records, as files next to the cached images on the replica:
  *
  * - `<hash>.onestor.json`: the entry of one cached image ({@linkcode CacheEntry}): the identity of
- *   the front-end image it is a copy of, what the cached files looked like when they were promoted,
- *   the last use and the pins of deployments that are copying from it;
+ *   the front-end image it is a copy of and what the cached files looked like when they were
+ *   promoted. Written once, at promotion, and never changed: its **mtime is the entry's last use**
+ *   (touched by every deployment that copies from it), so a use needs no rewrite of JSON;
+ * - `<hash>.onestor-pin.<tag>`: one file per deployment copying from the entry now ({@linkcode Pin}),
+ *   created and removed by that deployment's own script on the replica;
  * - `<hash>.onestor-lease.json`: the lease of the process filling that entry ({@linkcode Lease});
- * - `.onestor-fill-<hash>-<tag>/`: the folder a fill writes into before promotion.
+ * - `.onestor-fill-<hash>-<tag>/`: the folder a fill writes into before promotion;
+ * - `.onestor-wait-<hash>.lock`: held (flock) by the filling script while it fills, so that
+ *   deployments waiting for the entry wake up the moment it is promoted.
  *
- * This module only builds, parses and judges these records; reading and writing them on the
- * replica is `store.ts`. Times are the replica's clock in epoch seconds, so that front-ends with
- * skewed clocks agree on when a lease or pin expires.
+ * The layout of each JSON text is fixed (the order of its keys, compact, times last), because the
+ * scripts on the replica write and check records as text, under the folder's lock, without a JSON
+ * parser: a record is checked by the prefix that states the image's identity, a lease or pin is
+ * renewed by rewriting its final `expires_at`. This module builds, parses and judges the records;
+ * reading and writing them on the replica is `store.ts` and `scripts.ts`. Times are the replica's
+ * clock in epoch seconds, so that front-ends with skewed clocks agree on when a lease or pin
+ * expires.
  *
  * @module
  */
@@ -18,14 +27,18 @@
 export const ENTRY_SUFFIX = ".onestor.json";
 /** Suffix of a lease file: `<hash>.onestor-lease.json`. */
 export const LEASE_SUFFIX = ".onestor-lease.json";
+/** Infix of pin files: `<hash>.onestor-pin.<tag>`. */
+export const PIN_INFIX = ".onestor-pin.";
+/** Prefix of the wait lock of an image being filled: `.onestor-wait-<hash>.lock`. */
+export const WAIT_PREFIX = ".onestor-wait-";
 /** Prefix of a fill folder: `.onestor-fill-<hash>-<tag>`. */
 export const FILL_PREFIX = ".onestor-fill-";
 /** Lock file of a cache folder (flock, held for a few milliseconds by each state change). */
 export const LOCK_NAME = ".onestor.lock";
 /** Event log of a cache folder (JSON lines: fills, promotions, evictions, invalidations). */
 export const LOG_NAME = ".onestor-cache.log";
-/** Version of the record format. */
-export const RECORD_VERSION = 1;
+/** Version of the record format (1: pins and last use inside the entry; replaced by 2). */
+export const RECORD_VERSION = 2;
 
 /** One file of an image as the front-end sees it. */
 export interface SourceFile {
@@ -47,7 +60,7 @@ export interface SourceRecord {
   size: number;
   /** Modification time of the image file in milliseconds. */
   mtime_ms: number;
-  /** Checksum program (`b2sum`, `sha256sum`, `md5sum`). */
+  /** Checksum algorithm (`xxh128`, `blake2b`, `sha256`, `md5`). */
   algorithm: string;
   /** Digest of the per-file checksums (see {@linkcode contentDigest}). */
   checksum: string;
@@ -83,7 +96,7 @@ export interface Pin {
   expires_at: number;
 }
 
-/** The record of one cached image (`<hash>.onestor.json`). */
+/** The record of one cached image (`<hash>.onestor.json`), plus what its side files say. */
 export interface CacheEntry {
   version: number;
   /** Identity of the front-end image this is a copy of. */
@@ -98,9 +111,11 @@ export interface CacheEntry {
   created_at: number;
   /** Process that filled it. */
   filled_by: string;
-  /** Replica time of the last deployment that used it (LRU order for eviction). */
+  /** SHA-256 of the promoted files' listing (type, size, mtime, name): what a hit re-checks. */
+  files_fp: string;
+  /** Replica time of the last deployment that used it: the record's mtime (not stored in the JSON). */
   last_use: number;
-  /** Deployments copying from it now. */
+  /** Deployments copying from it now: its pin files (not stored in the JSON). */
   pins: Pin[];
 }
 
@@ -157,9 +172,92 @@ export function fillName(image: string, owner: string): string {
   return `${FILL_PREFIX}${image}-${tag}`;
 }
 
-/** Serialises a record as compact JSON (no trailing newline: the stored text is compared byte for byte). */
+/** `<hash>.onestor-pin.<tag>` for a deployment `owner`. */
+export function pinName(image: string, owner: string): string {
+  return `${image}${PIN_INFIX}${owner.replace(/[^A-Za-z0-9]+/g, "-").slice(-40)}`;
+}
+
+/** `.onestor-wait-<hash>.lock`. */
+export function waitLockName(image: string): string {
+  return `${WAIT_PREFIX}${image}.lock`;
+}
+
+/** The sums of an entry as stored: keys sorted, so the text is the same wherever it is built. */
+export function sortedSums(sums: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(sums).sort()) out[k] = sums[k];
+  return out;
+}
+
+/**
+ * The start of every record of one image version, up to the algorithm: what a record must begin
+ * with to be a copy of that image at that size and mtime.
+ */
+export function recordHead(source: { path: string; size: number; mtime_ms: number }): string {
+  return `{"version":${RECORD_VERSION},"source":{"path":${
+    JSON.stringify(source.path)
+  },"size":${source.size},` +
+    `"mtime_ms":${source.mtime_ms},`;
+}
+
+/** The start of a record that is a copy of exactly `identity` (head, algorithm and checksum). */
+export function recordPrefix(identity: ImageIdentity): string {
+  return `${recordHead(identity)}"algorithm":${JSON.stringify(identity.algorithm)},"checksum":${
+    JSON.stringify(identity.checksum)
+  },`;
+}
+
+/** Serialises a record as compact JSON in its fixed layout (no trailing newline: texts are compared byte for byte). */
 export function encodeRecord(record: CacheEntry | Lease): string {
-  return JSON.stringify(record);
+  if ("files" in record) {
+    const e = record;
+    return `${recordPrefix({ ...e.source })}"sums":${JSON.stringify(sortedSums(e.source.sums))}},` +
+      `"files":${
+        JSON.stringify(e.files.map((f) => ({ ...f })))
+      },"size":${e.size},"allocated":${e.allocated},` +
+      `"created_at":${e.created_at},"filled_by":${JSON.stringify(e.filled_by)},"files_fp":${
+        JSON.stringify(e.files_fp)
+      }}`;
+  }
+  return `${leasePrefix(record)}${record.acquired_at},"expires_at":${record.expires_at}}`;
+}
+
+/** A lease's text up to its `acquired_at` value (the replica appends the times). */
+export function leasePrefix(lease: Omit<Lease, "acquired_at" | "expires_at">): string {
+  return `{"version":${RECORD_VERSION},"owner":${JSON.stringify(lease.owner)},"frontend":${
+    JSON.stringify(lease.frontend)
+  },"pid":${lease.pid},"source":${JSON.stringify(lease.source)},"fill":${JSON.stringify(lease.fill)},` +
+    `"reserve":${lease.reserve},"acquired_at":`;
+}
+
+/** A pin's text up to its `expires_at` value (the replica appends it). */
+export function pinPrefix(pin: Omit<Pin, "expires_at">): string {
+  return `{"owner":${JSON.stringify(pin.owner)},"vm":${JSON.stringify(pin.vm)},"disk":${
+    JSON.stringify(pin.disk)
+  },"host":${JSON.stringify(pin.host)},"expires_at":`;
+}
+
+/** Serialises a pin. */
+export function encodePin(pin: Pin): string {
+  return `${pinPrefix(pin)}${pin.expires_at}}`;
+}
+
+/** Parses a pin file; null when unreadable (an unreadable pin protects nothing). */
+export function parsePin(text: string | null): Pin | null {
+  if (text === null) return null;
+  try {
+    const value = JSON.parse(text);
+    if (!isObject(value) || !str(value.owner) || !num(value.expires_at)) return null;
+    return {
+      owner: value.owner,
+      vm: num(value.vm) ? value.vm : null,
+      disk: num(value.disk) ? value.disk : null,
+      host: str(value.host) ? value.host : null,
+      expires_at: value.expires_at,
+    };
+  } catch {
+    return null;
+  }
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -169,8 +267,14 @@ function isObject(value: unknown): value is Record<string, unknown> {
 const num = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 const str = (v: unknown): v is string => typeof v === "string";
 
-/** Parses an entry file; null when it is not a well-formed entry (it is then never served). */
-export function parseEntry(text: string | null): CacheEntry | null {
+/**
+ * Parses an entry file; null when it is not a well-formed entry (it is then never served).
+ * `use` adds what the side files say: the record's mtime (last use) and the pins.
+ */
+export function parseEntry(
+  text: string | null,
+  use: { lastUse?: number | null; pins?: readonly Pin[] } = {},
+): CacheEntry | null {
   if (text === null) return null;
   let value: unknown;
   try {
@@ -184,17 +288,17 @@ export function parseEntry(text: string | null): CacheEntry | null {
     !isObject(s) || !str(s.path) || !num(s.size) || !num(s.mtime_ms) || !str(s.algorithm) ||
     !str(s.checksum) || !isObject(s.sums)
   ) return null;
-  if (!Array.isArray(value.files) || !Array.isArray(value.pins)) return null;
+  if (!Array.isArray(value.files) || !str(value.files_fp) || !str(value.filled_by)) return null;
   for (const f of value.files) {
     if (!isObject(f) || !str(f.name) || !str(f.type) || !num(f.size) || !num(f.mtime) || !num(f.allocated)) {
       return null;
     }
   }
-  for (const p of value.pins) if (!isObject(p) || !str(p.owner) || !num(p.expires_at)) return null;
-  if (!num(value.size) || !num(value.allocated) || !num(value.last_use) || !num(value.created_at)) {
-    return null;
-  }
-  return value as unknown as CacheEntry;
+  if (!num(value.size) || !num(value.allocated) || !num(value.created_at)) return null;
+  const entry = value as unknown as CacheEntry;
+  entry.last_use = use.lastUse ?? entry.created_at;
+  entry.pins = [...(use.pins ?? [])];
+  return entry;
 }
 
 /** Parses a lease file; null when absent or unreadable (an unreadable lease counts as expired). */

@@ -57,6 +57,8 @@ export interface EvictionCandidate {
   lastUse: number;
   /** Conditions to check under the lock: record texts as read. */
   expect: Record<string, string | null>;
+  /** Images that must still have no live pin when it is removed. */
+  unpinned?: string[];
 }
 
 /** The cache as eviction sees it. */
@@ -99,8 +101,9 @@ function addFolder(usage: CacheUsage, state: FolderState, skip: SkipImage | null
     names.forEach((n) => claimed.add(n));
     const allocated = names.reduce((sum, n) => sum + (sizeOf.get(n)?.allocated ?? 0), 0);
     usage.cacheBytes += allocated;
-    const entry = parseEntry(text);
-    const busy = skipped(image) || liveLeases.has(image) ||
+    const entry = parseEntry(text, { lastUse: state.entryMtimes?.get(image), pins: state.pins?.get(image) });
+    const pinned = (state.pins?.get(image) ?? []).some((p) => p.expires_at > now);
+    const busy = skipped(image) || liveLeases.has(image) || pinned ||
       (entry !== null && livePins(entry, now).length > 0);
     if (busy) {
       usage.protectedKeys.push(image);
@@ -114,6 +117,7 @@ function addFolder(usage: CacheUsage, state: FolderState, skip: SkipImage | null
       allocated,
       lastUse: entry?.last_use ?? 0,
       expect: { [entryName(image)]: text, [leaseName(image)]: state.leases.get(image) ?? null },
+      unpinned: [image],
     });
   }
 
@@ -155,6 +159,7 @@ function addFolder(usage: CacheUsage, state: FolderState, skip: SkipImage | null
       allocated: names.reduce((sum, n) => sum + (sizeOf.get(n)?.allocated ?? 0), 0),
       lastUse: Math.max(...names.map((n) => sizeOf.get(n)?.mtime ?? 0)) - 1e10,
       expect: { [entryName(image)]: null, [leaseName(image)]: state.leases.get(image) ?? null },
+      unpinned: [image],
     });
   }
 
@@ -243,6 +248,7 @@ export function removalOps(candidate: EvictionCandidate, now: number, why: strin
     { op: "log", event: { at: now, event: "evict", image: candidate.key, kind: candidate.kind, why } },
     ...records.map((name) => ({ op: "remove" as const, name })),
     ...rest.map((name) => ({ op: "remove" as const, name })),
+    ...(candidate.kind === "stale-fill" ? [] : [{ op: "removePins" as const, image: candidate.key }]),
   ];
 }
 
@@ -275,6 +281,7 @@ export async function evictCandidates(
       : new ReplicaFolder(folder.runner, folder.replica, candidate.dir, folder.timeoutMs, folder.confine);
     const result = await target.transact({
       expect: candidate.expect,
+      unpinned: candidate.unpinned,
       ops: removalOps(candidate, target.now(), why),
     });
     if (result === "committed") done.push(candidate);

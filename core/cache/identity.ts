@@ -15,6 +15,7 @@
 import { InputError } from "../errors.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
+import { type HashAlgorithm, parseSumLines, sumsFunction } from "../transfer/hashes.ts";
 import { contentDigest, type ImageIdentity, type SourceFile } from "./entry.ts";
 import { frontendStateDir, keyFileName } from "./state_dir.ts";
 
@@ -48,11 +49,6 @@ interface Sidecar {
   algorithm: string;
   checksum: string;
   sums: Record<string, string>;
-}
-
-/** Content checksum programs, by the name TRANSFER_CHECKSUM gives them; `none` still needs one here. */
-export function identityAlgorithm(transferChecksum: string): string {
-  return transferChecksum === "none" ? "b2sum" : transferChecksum;
 }
 
 async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
@@ -119,15 +115,19 @@ export function sameStat(a: ImageStat, b: ImageStat): boolean {
     JSON.stringify(a.files) === JSON.stringify(b.files);
 }
 
-async function sidecarPath(path: string): Promise<string> {
-  return `${frontendStateDir()}/sums/${await keyFileName(path)}.json`;
+async function sidecarPath(path: string, algorithm: string): Promise<string> {
+  // One sidecar per algorithm: entries filled with another one (by another front-end, or before
+  // a change of TRANSFER_CHECKSUM) are compared with a checksum of their own algorithm.
+  return `${frontendStateDir()}/sums/${await keyFileName(path)}${
+    algorithm === "xxh128" ? "" : `.${algorithm}`
+  }.json`;
 }
 
 /** The identity recorded in the sidecar when it still matches `stat`, else null. */
 export async function cachedIdentity(stat: ImageStat, algorithm: string): Promise<ImageIdentity | null> {
   let sidecar: Sidecar;
   try {
-    sidecar = JSON.parse(await Deno.readTextFile(await sidecarPath(stat.path)));
+    sidecar = JSON.parse(await Deno.readTextFile(await sidecarPath(stat.path, algorithm)));
   } catch {
     return null;
   }
@@ -151,7 +151,7 @@ export async function cachedIdentity(stat: ImageStat, algorithm: string): Promis
 
 /** Records the identity of the version of the image described by `stat` (atomically; best effort). */
 export async function recordIdentity(stat: ImageStat, identity: ImageIdentity): Promise<void> {
-  const file = await sidecarPath(stat.path);
+  const file = await sidecarPath(stat.path, identity.algorithm);
   const sidecar: Sidecar = {
     path: stat.path,
     size: stat.size,
@@ -172,9 +172,11 @@ export async function recordIdentity(stat: ImageStat, identity: ImageIdentity): 
   }
 }
 
-/** Forgets the sidecar of an image (it changed or was deleted). */
+/** Forgets the sidecars of an image (it changed or was deleted). */
 export async function forgetIdentity(path: string): Promise<void> {
-  await Deno.remove(await sidecarPath(path)).catch(() => {});
+  for (const algorithm of ["xxh128", "blake2b", "sha256", "md5"]) {
+    await Deno.remove(await sidecarPath(path, algorithm)).catch(() => {});
+  }
 }
 
 /** Builds an identity from per-file checksums. */
@@ -193,15 +195,7 @@ export async function identityFrom(
   };
 }
 
-/** Parses `<sum>  <name>` lines as printed by b2sum/sha256sum/md5sum (or `<sum> <name>`). */
-export function parseSumLines(text: string): Record<string, string> {
-  const sums: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const m = line.match(/^\\?([0-9a-f]+) [ *]?(.+)$/);
-    if (m) sums[m[2]] = m[1];
-  }
-  return sums;
-}
+export { parseSumLines };
 
 /**
  * The identity of the image, from the sidecar or else by reading it (once: parallel callers on
@@ -211,20 +205,26 @@ export function parseSumLines(text: string): Record<string, string> {
 export async function imageIdentity(
   runner: HostRunner,
   stat: ImageStat,
-  algorithm: string,
+  algorithm: HashAlgorithm,
 ): Promise<ImageIdentity> {
   const known = await cachedIdentity(stat, algorithm);
   if (known) return known;
-  const lockPath = `${(await sidecarPath(stat.path)).slice(0, -".json".length)}.lock`;
+  const lockPath = `${(await sidecarPath(stat.path, algorithm)).slice(0, -".json".length)}.lock`;
   await Deno.mkdir(lockPath.slice(0, lockPath.lastIndexOf("/")), { recursive: true });
   using lock = await Deno.open(lockPath, { create: true, write: true });
   await lock.lock(true);
   const again = await cachedIdentity(stat, algorithm);
   if (again) return again;
   const regular = stat.files.filter((f) => f.type === "f").map((f) => f.name);
-  const out = await runner.output(null, sh`cd -- ${stat.dir} && ${algorithm} -- ${regular}`, {
-    what: `Error computing the checksum of ${stat.path}`,
-  });
+  const out = await runner.output(
+    null,
+    sh`${sumsFunction()}
+cd -- ${stat.dir} && onestor_sums ${algorithm} ${regular}`,
+    {
+      shell: "bash",
+      what: `Error computing the ${algorithm} checksum of ${stat.path}`,
+    },
+  );
   const after = await statImage(stat.path);
   if (!sameStat(after, stat)) {
     throw new InputError(`Image ${stat.path} changed while its checksum was computed`);

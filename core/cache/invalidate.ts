@@ -18,11 +18,12 @@ import { oneLine } from "../errors.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { OneClient } from "../one/xmlrpc.ts";
 import type { HostRunner } from "../remote/runner.ts";
-import { controlTimeoutMs, getRunner } from "../runtime.ts";
-import { entryName, leaseName, livePins, parseEntry } from "./entry.ts";
+import { confine, type Confinement, replicaConfinement } from "../remote/confine.ts";
+import { controlTimeoutMs, getConfig, getRunner } from "../runtime.ts";
+import { sh } from "../remote/shell.ts";
 import { forgetIdentity } from "./identity.ts";
+import { invalidationsScript, prelude } from "./scripts.ts";
 import { frontendStateDir, keyFileName } from "./state_dir.ts";
-import { ReplicaFolder } from "./store.ts";
 import { cacheTopology } from "./targets.ts";
 
 /** Why an image is invalidated, for the log. */
@@ -72,54 +73,68 @@ export async function pendingInvalidations(
   return out.sort((a, b) => a.record.at - b.record.at);
 }
 
-/** Removes the entry of image `source` on `replica` now. @throws when the replica cannot be reached. */
+/**
+ * Applies invalidations on `replica` now, in one command; returns the sources done.
+ * @throws when the replica cannot be reached.
+ */
 export async function invalidateOnReplica(
   runner: HostRunner,
   replica: string,
+  records: readonly { source: string; reason: string }[],
+  confinement: Confinement = replicaConfinement(getConfig()),
+): Promise<string[]> {
+  if (records.length === 0) return [];
+  const out = await runner.output(
+    replica,
+    sh`${confine(confinement, replica, { remove: records.map((r) => r.source) })}
+${prelude()}
+${invalidationsScript(records)}`,
+    {
+      shell: "bash",
+      what: `Error invalidating cached images on ${replica}`,
+      timeoutMs: controlTimeoutMs(),
+    },
+  );
+  return out.split("\n").filter((l) => l.startsWith("ONESTOR_INVALIDATED ")).map((l) =>
+    l.slice("ONESTOR_INVALIDATED ".length)
+  );
+}
+
+/** Removes the journal record of `source` once the replica applied it. */
+export function journalApplied(
+  replica: string,
+  pending: readonly { file: string; record: JournalRecord }[],
   source: string,
-  reason: string,
-): Promise<boolean> {
-  const slash = source.lastIndexOf("/");
-  const folder = new ReplicaFolder(runner, replica, source.slice(0, slash) || "/", controlTimeoutMs());
-  const image = source.slice(slash + 1);
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const state = await folder.image(image);
-    if (state.entryText === null && state.files.length === 0) return false;
-    const entry = parseEntry(state.entryText);
-    const pinned = entry !== null && livePins(entry, state.now).length > 0;
-    const ops = [
-      { op: "log" as const, event: { at: state.now, event: "invalidate", image, source, reason, pinned } },
-      { op: "remove" as const, name: entryName(image) },
-    ];
-    if (!pinned) {
-      ops.push({ op: "remove", name: image }, { op: "remove", name: `${image}.snap` }, {
-        op: "remove",
-        name: `${image}.md5sum`,
-      });
+): void {
+  for (const p of pending) {
+    if (p.record.source === source) {
+      try {
+        Deno.removeSync(p.file);
+      } catch {
+        // Already gone.
+      }
     }
-    const result = await folder.transact({
-      expect: { [entryName(image)]: state.entryText, [leaseName(image)]: state.leaseText },
-      ops,
-    });
-    if (result === "committed") return true;
   }
-  throw new Error(`the cache records of ${source} on ${replica} kept changing`);
+  void replica;
 }
 
 /** Applies the journal of `replica` (best effort; records that fail stay for the next contact). */
-export async function applyPendingInvalidations(runner: HostRunner, replica: string): Promise<number> {
-  let applied = 0;
-  for (const { file, record } of await pendingInvalidations(replica)) {
-    try {
-      await invalidateOnReplica(runner, replica, record.source, record.reason);
-      await Deno.remove(file).catch(() => {});
-      applied++;
-    } catch {
-      break;
-    }
+export async function applyPendingInvalidations(
+  runner: HostRunner,
+  replica: string,
+  confinement?: Confinement,
+): Promise<number> {
+  const pending = await pendingInvalidations(replica);
+  if (pending.length === 0) return 0;
+  let done: string[] = [];
+  try {
+    done = await invalidateOnReplica(runner, replica, pending.map((p) => p.record), confinement);
+  } catch {
+    return 0;
   }
-  if (applied > 0) logInfo(`Applied ${applied} pending cache invalidation(s) on ${replica}`);
-  return applied;
+  for (const source of done) journalApplied(replica, pending, source);
+  if (done.length > 0) logInfo(`Applied ${done.length} pending cache invalidation(s) on ${replica}`);
+  return done.length;
 }
 
 /** Marks every cached copy of `source` (an image path on the front-end) as invalid. */
@@ -131,9 +146,15 @@ export async function invalidateImage(source: string, reason: InvalidationReason
     const { replicas } = await cacheTopology(new OneClient());
     await Promise.all(replicas.map(async ({ host }) => {
       try {
-        await applyPendingInvalidations(runner, host);
-        if (await invalidateOnReplica(runner, host, path, reason)) {
-          logInfo(`Removed the cached copy of ${path} from replica ${host} (${reason})`);
+        const pending = await pendingInvalidations(host);
+        const done = await invalidateOnReplica(runner, host, [
+          ...pending.map((p) => p.record),
+          { source: path, reason },
+        ]);
+        for (const source of done) journalApplied(host, pending, source);
+        if (done.length > 1) logInfo(`Applied ${done.length - 1} pending cache invalidation(s) on ${host}`);
+        if (done.includes(path)) {
+          logInfo(`Invalidated the cached copy of ${path} on replica ${host} (${reason})`);
         }
       } catch (error) {
         logWarn(

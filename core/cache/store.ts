@@ -17,8 +17,18 @@
 import { confine, type Confinement, type ConfineTargets, replicaConfinement } from "../remote/confine.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { getConfig } from "../runtime.ts";
-import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
-import { type CachedFile, entryName, FILL_PREFIX, leaseName, LOCK_NAME, LOG_NAME } from "./entry.ts";
+import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
+import {
+  type CachedFile,
+  entryName,
+  FILL_PREFIX,
+  leaseName,
+  LOCK_NAME,
+  LOG_NAME,
+  parsePin,
+  type Pin,
+  PIN_INFIX,
+} from "./entry.ts";
 
 /** What the hit check reads about one image on the replica. */
 export interface ImageState {
@@ -28,6 +38,10 @@ export interface ImageState {
   entryText: string | null;
   /** Text of `<hash>.onestor-lease.json`, null when absent. */
   leaseText: string | null;
+  /** mtime of the entry record (its last use), null when absent. */
+  entryMtime: number | null;
+  /** Pins (live or not) of the image, from its pin files. */
+  pins: Pin[];
   /** The image file, its `.snap` folder and the files in it, as they are now. */
   files: CachedFile[];
 }
@@ -50,6 +64,10 @@ export interface FolderState {
   entries: Map<string, string>;
   /** Lease texts by image name. */
   leases: Map<string, string>;
+  /** Record mtimes (last use) by image name. */
+  entryMtimes?: Map<string, number>;
+  /** Pins (live or not) by image name. */
+  pins?: Map<string, Pin[]>;
   /** Images, `.snap` folders, fill folders and anything else, with their sizes. */
   items: FolderItem[];
   /** Every file and folder except inside fill folders, as {@linkcode ImageState.files} lists them. */
@@ -86,6 +104,7 @@ export type StoreOp =
   | { op: "write"; name: string; text: string }
   | { op: "remove"; name: string }
   | { op: "move"; from: string; to: string }
+  | { op: "removePins"; image: string }
   | { op: "log"; event: Record<string, unknown> };
 
 /** Outcome of {@linkcode transact}. */
@@ -191,24 +210,37 @@ export async function readImageState(
     replica,
     sh`cd -- ${dir} 2>/dev/null || { echo ONESTOR_NODIR; exit 0; }
 echo "ONESTOR_NOW=$(date +%s)"
-for f in ${entryName(image)} ${leaseName(image)}; do
-  if [ -f "$f" ]; then printf 'ONESTOR_RECORD %s %s\\n' "$f" "$(base64 -w0 <"$f")"; fi
+for f in ${entryName(image)} ${leaseName(image)} ${raw(`${quoteGlob(image)}${PIN_INFIX}*`)}; do
+  if [ -f "$f" ]; then printf 'ONESTOR_RECORD %s %s %s\\n' "$f" "$(stat -c %Y -- "$f")" "$(base64 -w0 <"$f")"; fi
 done
 ${statScript(image)}`,
     { what: `Error reading the cache state of ${dir}/${image}`, timeoutMs: options.timeoutMs },
   );
-  const records = new Map(
-    markerLines(out, "ONESTOR_RECORD").map((l) => {
-      const [name, data = ""] = l.split(" ");
-      return [name, b64decode(data)] as const;
-    }),
-  );
+  const records = parseRecordLines(markerLines(out, "ONESTOR_RECORD"));
+  const entry = records.get(entryName(image));
   return {
     now: Number(markerValue(out, "ONESTOR_NOW") ?? Math.floor(Date.now() / 1000)),
-    entryText: records.get(entryName(image)) ?? null,
-    leaseText: records.get(leaseName(image)) ?? null,
+    entryText: entry?.text ?? null,
+    leaseText: records.get(leaseName(image))?.text ?? null,
+    entryMtime: entry?.mtime ?? null,
+    pins: [...records].filter(([name]) => name.startsWith(`${image}${PIN_INFIX}`))
+      .map(([, r]) => parsePin(r.text)).filter((p): p is Pin => p !== null),
     files: parseStatLines(markerLines(out, "ONESTOR_STAT")),
   };
+}
+
+/** Parses `ONESTOR_RECORD <name> <mtime> <base64>` lines. */
+export function parseRecordLines(lines: readonly string[]): Map<string, { mtime: number; text: string }> {
+  return new Map(lines.map((l) => {
+    const [name, mtime, data = ""] = l.split(" ");
+    return [name, { mtime: Number(mtime), text: b64decode(data) }] as const;
+  }));
+}
+
+/** A file name as a glob pattern (its metacharacters escaped), for names we made ourselves. */
+function quoteGlob(name: string): string {
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TypeError(`Bad cache file name ${name}`);
+  return name;
 }
 
 /** Reads every record and item of a cache folder. */
@@ -226,8 +258,9 @@ df -B1 -P . | { read -r _; read -r _ total used avail _ && echo "ONESTOR_FS=$tot
 for f in * .onestor-fill-*; do
   [ -e "$f" ] || [ -L "$f" ] || continue
   case "$f" in
-  *.onestor.json | *.onestor-lease.json) printf 'ONESTOR_RECORD %s %s\\n' "$f" "$(base64 -w0 <"$f")" ;;
-  *.onestor.json.tmp.* | *.onestor-lease.json.tmp.*) ;;
+  *.tmp.*) ;;
+  *.onestor.json | *.onestor-lease.json | *${raw(PIN_INFIX)}*)
+    printf 'ONESTOR_RECORD %s %s %s\\n' "$f" "$(stat -c %Y -- "$f")" "$(base64 -w0 <"$f")" ;;
   *)
     printf 'ONESTOR_ITEM %s|%s|%s\\n' "$(du -sB1 -- "$f" | cut -f1)" "$(stat -c %Y -- "$f")" "$f"
     case "$f" in
@@ -240,12 +273,27 @@ for f in * .onestor-fill-*; do
 done`,
     { what: `Error reading the cache folder ${dir}`, timeoutMs: options.timeoutMs },
   );
+  return parseFolderOutput(dir, out);
+}
+
+/** Parses the output of the folder-state lines (readFolderState, and the scan of scripts.ts). */
+export function parseFolderOutput(dir: string, out: string): FolderState {
   const entries = new Map<string, string>();
   const leases = new Map<string, string>();
-  for (const line of markerLines(out, "ONESTOR_RECORD")) {
-    const [name, data = ""] = line.split(" ");
-    if (name.endsWith(".onestor.json")) entries.set(name.slice(0, -".onestor.json".length), b64decode(data));
-    else leases.set(name.slice(0, -".onestor-lease.json".length), b64decode(data));
+  const entryMtimes = new Map<string, number>();
+  const pins = new Map<string, Pin[]>();
+  for (const [name, record] of parseRecordLines(markerLines(out, "ONESTOR_RECORD"))) {
+    if (name.endsWith(".onestor.json")) {
+      const image = name.slice(0, -".onestor.json".length);
+      entries.set(image, record.text);
+      entryMtimes.set(image, record.mtime);
+    } else if (name.endsWith(".onestor-lease.json")) {
+      leases.set(name.slice(0, -".onestor-lease.json".length), record.text);
+    } else if (name.includes(PIN_INFIX)) {
+      const image = name.slice(0, name.indexOf(PIN_INFIX));
+      const pin = parsePin(record.text);
+      if (pin) pins.set(image, [...(pins.get(image) ?? []), pin]);
+    }
   }
   const items = markerLines(out, "ONESTOR_ITEM").map((line) => {
     const [allocated, mtime, ...rest] = line.split("|");
@@ -257,6 +305,8 @@ done`,
     now: Number(markerValue(out, "ONESTOR_NOW") ?? Math.floor(Date.now() / 1000)),
     entries,
     leases,
+    entryMtimes,
+    pins,
     items,
     files: parseStatLines(markerLines(out, "ONESTOR_STAT")),
     fs: { total, used, available },
@@ -280,9 +330,44 @@ function opScript(op: StoreOp): ShellScript {
   mv -f -- ${from} ${to} || exit 74
 fi`;
     }
+    case "removePins":
+      return sh`rm -f -- ${raw(`${quoteGlob(op.image)}${PIN_INFIX}`)}* || exit 74`;
     case "log":
       return sh`printf '%s\\n' ${JSON.stringify(op.event)} >>${LOG_NAME} 2>/dev/null || true`;
   }
+}
+
+/** A conditional change of a cache folder (see {@linkcode transact}). */
+export interface StoreChange {
+  /** Files that must have exactly this text (null: be absent). */
+  expect: Record<string, string | null>;
+  /** Images that must have no live pin (a pin file whose `expires_at` is still ahead). */
+  unpinned?: readonly string[];
+  ops: readonly StoreOp[];
+  lockWaitSeconds?: number;
+}
+
+/**
+ * The checks and operations of a change, for a script that holds the folder's lock and sits in
+ * the folder: when a check fails it runs `onConflict` (which must leave the script or the block).
+ */
+export function changeScript(change: StoreChange, onConflict: ShellScript): ShellScript {
+  const checks = Object.entries(change.expect).map(([name, text]) => {
+    checkName(name);
+    if (text === null) return sh`if [ -e ${name} ] || [ -L ${name} ]; then ${onConflict}; fi`;
+    const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+    return sh`if [ ! -f ${name} ] || [ "$(base64 -w0 <${name})" != ${b64} ]; then ${onConflict}; fi`;
+  });
+  const pins = (change.unpinned ?? []).map((image) =>
+    sh`for p in ${raw(`${quoteGlob(image)}${PIN_INFIX}`)}*; do
+  [ -f "$p" ] || continue
+  e=$(sed -n 's/.*"expires_at":\\([0-9]*\\)}$/\\1/p' "$p")
+  if [ "\${e:-0}" -gt "$(date +%s)" ]; then ${onConflict}; fi
+done`
+  );
+  // The log line is written first so that a later failing operation is still traced.
+  const ordered = [...change.ops.filter((o) => o.op === "log"), ...change.ops.filter((o) => o.op !== "log")];
+  return joinScripts([...checks, ...pins, ...ordered.map(opScript)]);
 }
 
 /**
@@ -294,23 +379,16 @@ export async function transact(
   runner: HostRunner,
   replica: string,
   dir: string,
-  change: { expect: Record<string, string | null>; ops: readonly StoreOp[]; lockWaitSeconds?: number },
+  change: StoreChange,
   options: StoreOptions = {},
 ): Promise<TransactResult> {
-  const checks = Object.entries(change.expect).map(([name, text]) => {
-    checkName(name);
-    if (text === null) return sh`if [ -e ${name} ] || [ -L ${name} ]; then echo ONESTOR_CONFLICT; exit 0; fi`;
-    const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(text)));
-    return sh`if [ ! -f ${name} ] || [ "$(base64 -w0 <${name})" != ${b64} ]; then echo ONESTOR_CONFLICT; exit 0; fi`;
-  });
-  // The log line is written first so that a later failing operation is still traced.
-  const ordered = [...change.ops.filter((o) => o.op === "log"), ...change.ops.filter((o) => o.op !== "log")];
   const written = [LOCK_NAME];
   const removed: string[] = [];
   for (const op of change.ops) {
     if (op.op === "write") written.push(op.name, `${op.name}.tmp.x`);
     else if (op.op === "remove") removed.push(op.name);
     else if (op.op === "move") removed.push(op.from), written.push(op.to);
+    else if (op.op === "removePins") removed.push(`${op.image}${PIN_INFIX}x`);
     else written.push(LOG_NAME);
   }
   const out = await runner.output(
@@ -319,8 +397,7 @@ export async function transact(
 cd -- ${dir} || exit 73
 exec 9>>${LOCK_NAME} || exit 73
 flock -w ${change.lockWaitSeconds ?? 30} 9 || { echo ONESTOR_BUSY; exit 0; }
-${joinScripts(checks)}
-${joinScripts(ordered.map(opScript))}
+${changeScript(change, sh`echo ONESTOR_CONFLICT; exit 0`)}
 echo ONESTOR_COMMITTED`,
     { what: `Error changing the cache records in ${dir}`, timeoutMs: options.timeoutMs },
   );
@@ -366,6 +443,11 @@ export class ReplicaFolder {
 
   #sync(replicaNow: number): void {
     this.#offset = replicaNow - Date.now() / 1000;
+  }
+
+  /** Records the replica's clock as a script printed it. */
+  observe(replicaNow: number): void {
+    this.#sync(replicaNow);
   }
 
   /** Creates the folder and its `.monitor` marker. */

@@ -17,7 +17,7 @@ import { logInfo } from "../one/log.ts";
 import type { OneLookup } from "../one/lookup.ts";
 import { DatastoreType, DatastoreView } from "../one/objects.ts";
 import type { OneClient } from "../one/xmlrpc.ts";
-import type { CopyRoute } from "../transfer/routed_copy.ts";
+import type { CopyRoute } from "../transfer/copy.ts";
 
 /** A replica host and the system datastores (and clusters) that use it. */
 export interface ReplicaTarget {

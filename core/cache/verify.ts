@@ -7,8 +7,8 @@
  */
 
 import { sh } from "../remote/shell.ts";
+import { isHashAlgorithm, missingHash, parseSumLines, sumsFunction } from "../transfer/hashes.ts";
 import { type CacheEntry, sameSums } from "./entry.ts";
-import { parseSumLines } from "./identity.ts";
 import type { ReplicaFolder } from "./store.ts";
 
 /** Re-reads the entry's files on the replica; returns why they do not match, or null. */
@@ -19,13 +19,18 @@ export async function verifyContent(
 ): Promise<string | null> {
   const names = Object.keys(entry.source.sums).sort();
   if (names.length === 0) return "the entry records no checksums";
-  const program = entry.source.algorithm;
-  if (!/^(b2sum|sha256sum|sha1sum|md5sum)$/.test(program)) return `unknown checksum program ${program}`;
+  const algorithm = entry.source.algorithm;
+  if (!isHashAlgorithm(algorithm)) return `unknown checksum algorithm ${algorithm}`;
   const result = await folder.runner.run(
     folder.replica,
-    sh`cd -- ${folder.dir} && ${program} -- ${names}`,
-    { check: false, timeoutMs, what: `Error verifying ${folder.dir}/${names[0]}` },
+    sh`${sumsFunction()}
+cd -- ${folder.dir} && onestor_sums ${algorithm} ${names}`,
+    { shell: "bash", check: false, timeoutMs, what: `Error verifying ${folder.dir}/${names[0]}` },
   );
+  const missing = missingHash(result.stderr);
+  if (missing) {
+    return `cannot verify: ${folder.replica} has no ${missing} program (install package xxhash there)`;
+  }
   const sums = parseSumLines(result.stdout);
   if (result.code !== 0 && Object.keys(sums).length < names.length) {
     return `cannot read every file of the entry (${

@@ -15,6 +15,9 @@ import {
   livePins,
   parseEntry,
   parseLease,
+  parsePin,
+  type Pin,
+  PIN_INFIX,
 } from "../cache/entry.ts";
 import { type CacheLimits, cacheUsage, planEviction } from "../cache/eviction.ts";
 import { type FolderState, parseStatLines, ReplicaFolder } from "../cache/store.ts";
@@ -31,11 +34,26 @@ export function folderStates(facts: HostFacts, now: number): FolderState[] {
   return facts.caches.map((c: CacheFacts) => {
     const entries = new Map<string, string>();
     const leases = new Map<string, string>();
+    const pins = new Map<string, Pin[]>();
     for (const [name, text] of c.records) {
       if (name.endsWith(ENTRY_SUFFIX)) entries.set(name.slice(0, -ENTRY_SUFFIX.length), text);
       else if (name.endsWith(LEASE_SUFFIX)) leases.set(name.slice(0, -LEASE_SUFFIX.length), text);
+      else if (name.includes(PIN_INFIX)) {
+        const image = name.slice(0, name.indexOf(PIN_INFIX));
+        const pin = parsePin(text);
+        if (pin) pins.set(image, [...(pins.get(image) ?? []), pin]);
+      }
     }
-    return { dir: c.dir, now, entries, leases, items: c.items, files: parseStatLines(c.statLines), fs: c.fs };
+    return {
+      dir: c.dir,
+      now,
+      entries,
+      leases,
+      pins,
+      items: c.items,
+      files: parseStatLines(c.statLines),
+      fs: c.fs,
+    };
   });
 }
 
@@ -68,7 +86,7 @@ export function cacheFindings(
     for (const [image, text] of s.entries) {
       const path = `${s.dir}/${image}`;
       const subject = `${r}:${path}`;
-      const entry = parseEntry(text);
+      const entry = parseEntry(text, { pins: s.pins?.get(image) });
       if (!entry) {
         out.push(finding(
           "cache-record",

@@ -29,6 +29,9 @@ const PACKAGES: Record<string, string> = {
   xorriso: "xorriso",
   genisoimage: "genisoimage",
   ssh: "openssh-client",
+  xxhsum: "xxhash",
+  fallocate: "util-linux",
+  find: "findutils",
 };
 
 /** The Debian package of a program (coreutils for the rest). */
@@ -46,6 +49,9 @@ function toolImpact(tool: string): { level: "fail" | "warn"; breaks: string } {
   }
   if (["zstd", "gzip", "xz"].includes(tool)) {
     return { level: "fail", breaks: "every copy (TRANSFER_COMPRESSION)" };
+  }
+  if (tool === "xxhsum") {
+    return { level: "warn", breaks: "image checksums fall back to blake2b there (several times slower)" };
   }
   if (tool === "qemu-img") {
     return { level: "fail", breaks: "clones, snapshots, resizes and disk checks fail" };

@@ -90,7 +90,22 @@ export interface PlanSettings {
 }
 
 /** Programs every host runs for onestor's scripts. */
-const BASE_TOOLS = ["bash", "tar", "mktemp", "mkfifo", "timeout", "flock", "base64", "du", "df", "stat"];
+const BASE_TOOLS = [
+  "bash",
+  "tar",
+  "mktemp",
+  "mkfifo",
+  "timeout",
+  "flock",
+  "base64",
+  "du",
+  "df",
+  "stat",
+  "find",
+  "fallocate",
+  "sha256sum",
+  "b2sum",
+];
 
 function norm(path: string): string {
   return path.replace(/\/{2,}/g, "/").replace(/(.)\/$/, "$1");

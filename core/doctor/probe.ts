@@ -100,12 +100,13 @@ for d in ${dirs}; do
   (
     cd -- "$d" || exit 0
     df -B1 -P . | { read -r _; read -r _ total used avail _ && echo "ONESTOR_CFS $i|$total|$used|$avail"; }
-    for f in *.onestor.json *.onestor-lease.json; do
+    for f in *.onestor.json *.onestor-lease.json *.onestor-pin.*; do
+      case "$f" in *.tmp.* | *.tmp) continue ;; esac
       [ -f "$f" ] && printf 'ONESTOR_CREC %s|%s|%s\\n' "$i" "$f" "$(base64 -w0 <"$f")"
     done
     for f in * .onestor-fill-*; do
       [ -e "$f" ] || [ -L "$f" ] || continue
-      case "$f" in *.onestor.json | *.onestor-lease.json | *.tmp.* | *.onestor-tmp) continue ;; esac
+      case "$f" in *.onestor.json | *.onestor-lease.json | *.onestor-pin.* | *.tmp.* | *.onestor-tmp) continue ;; esac
       printf 'ONESTOR_CITEM %s|%s|%s|%s\\n' "$i" "$(du -sB1 -- "$f" | cut -f1)" "$(stat -c %Y -- "$f")" "$f"
       case "$f" in
       .onestor-fill-*) ;;

@@ -10,6 +10,7 @@ import { DS_ACTIONS, HOST_SIDE_TM_ACTIONS, TM_ACTIONS } from "../../actions/regi
 import { InputError } from "../errors.ts";
 import { hostScriptFor } from "./host_scripts.ts";
 import { VERSION } from "../version.ts";
+import { frontendStateDir } from "../cache/state_dir.ts";
 
 /** Where to install and under which driver names. */
 export interface InstallOptions {
@@ -21,8 +22,10 @@ export interface InstallOptions {
   dsName: string;
   /** Deno binary the launcher runs (default: the one running now). */
   denoPath?: string;
-  /** main.ts of this checkout (default: the one next to this module). */
+  /** main.ts of this checkout (default: the one the launcher names, else the one next to this module). */
   mainPath?: string;
+  /** Folder of the bundle (default: `bundle` in the front-end state folder); null: no bundle. */
+  bundleDir?: string | null;
 }
 
 /** What {@linkcode installDrivers} did. */
@@ -33,6 +36,8 @@ export interface InstallReport {
   tmActions: number;
   dsActions: number;
   backedUp: number;
+  /** The bundle the launcher runs, or null (it runs main.ts). */
+  bundle: string | null;
 }
 
 interface Manifest {
@@ -50,20 +55,73 @@ function shQuote(text: string): string {
   return `'${text.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The launcher script: runs main.ts with the Deno it was installed with, never the network. */
-export function launcherScript(denoPath: string, mainPath: string): string {
+const RUN_FLAGS = "run --quiet --no-check --no-config --no-lock --cached-only --no-remote --allow-all";
+
+/**
+ * The launcher script: runs onestor with the Deno it was installed with, never the network. With a
+ * bundle (one JavaScript entry and a chunk per action, built by `install`), Deno loads a few
+ * ready JavaScript files instead of resolving and transpiling dozens of TypeScript modules: a
+ * deployment's action starts ~20 ms of CPU sooner (docs/benchmarks.md). Without it (or once it is
+ * removed), main.ts runs as is.
+ */
+export function launcherScript(
+  denoPath: string,
+  mainPath: string,
+  bundleEntry: string | null = null,
+): string {
+  const deno = shQuote(denoPath);
   return [
     "#!/bin/sh",
     "# onestor launcher, laid by 'onestor install'. oned runs the actions through symlinks to",
     "# this file; the name they are invoked by ($0) selects the action.",
     "ONESTOR_ARGV0=$0",
+    `ONESTOR_MAIN=${shQuote(mainPath)}`,
     "DENO_NO_UPDATE_CHECK=1",
     "DENO_NO_PROMPT=1",
-    "export ONESTOR_ARGV0 DENO_NO_UPDATE_CHECK DENO_NO_PROMPT",
-    `exec ${shQuote(denoPath)} run --quiet --no-check --no-config --no-lock --cached-only --no-remote \\`,
-    `  --allow-all ${shQuote(mainPath)} "$@"`,
+    "export ONESTOR_ARGV0 ONESTOR_MAIN DENO_NO_UPDATE_CHECK DENO_NO_PROMPT",
+    ...(bundleEntry
+      ? [`[ -f ${shQuote(bundleEntry)} ] && exec ${deno} ${RUN_FLAGS} ${shQuote(bundleEntry)} "$@"`]
+      : []),
+    `exec ${deno} ${RUN_FLAGS} "$ONESTOR_MAIN" "$@"`,
     "",
   ].join("\n");
+}
+
+/**
+ * Bundles main.ts into `dir` (an entry `main.js` and one chunk per lazily loaded action), replacing
+ * what was there; returns the entry, or null when bundling is not possible here (the launcher then
+ * runs main.ts). Built next to a temporary name, so a running action never sees half of it.
+ */
+export async function buildBundle(denoPath: string, mainPath: string, dir: string): Promise<string | null> {
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  try {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const out = await new Deno.Command(denoPath, {
+      args: [
+        "bundle",
+        "--quiet",
+        "--no-config",
+        "--no-lock",
+        "--platform",
+        "deno",
+        "--code-splitting",
+        "--outdir",
+        tmp,
+        mainPath,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+    }).output();
+    if (!out.success || !exists(`${tmp}/main.js`)) throw new Error(new TextDecoder().decode(out.stderr));
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.rename(tmp, dir);
+    return `${dir}/main.js`;
+  } catch {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    return null;
+  }
 }
 
 function exists(path: string): boolean {
@@ -147,11 +205,15 @@ function checkNames(options: InstallOptions): void {
 }
 
 /** Installs (or refreshes: it is idempotent) both drivers. */
-export function installDrivers(options: InstallOptions): Promise<InstallReport> {
+export async function installDrivers(options: InstallOptions): Promise<InstallReport> {
   checkNames(options);
   const denoPath = options.denoPath ?? Deno.execPath();
-  const mainPath = options.mainPath ?? new URL("../../main.ts", import.meta.url).pathname;
-  const launcher = launcherScript(denoPath, mainPath);
+  // Run from a bundle, this module's own URL is the bundle's: the launcher names the checkout.
+  const mainPath = options.mainPath ?? Deno.env.get("ONESTOR_MAIN") ??
+    new URL("../../main.ts", import.meta.url).pathname;
+  const bundleDir = options.bundleDir === undefined ? `${frontendStateDir()}/bundle` : options.bundleDir;
+  const entry = bundleDir === null ? null : await buildBundle(denoPath, mainPath, bundleDir);
+  const launcher = launcherScript(denoPath, mainPath, entry);
   const tmDir = `${options.remotes}/tm/${options.tmName}`;
   const dsDir = `${options.remotes}/datastore/${options.dsName}`;
   const tmEntries = TM_ACTIONS.map((a) => ({
@@ -160,14 +222,15 @@ export function installDrivers(options: InstallOptions): Promise<InstallReport> 
   }));
   const tm = layDriver(tmDir, tmEntries, launcher);
   const ds = layDriver(dsDir, DS_ACTIONS.map((a) => ({ name: a.name })), launcher);
-  return Promise.resolve({
+  return {
     version: VERSION,
     tmDir,
     dsDir,
     tmActions: tm.count,
     dsActions: ds.count,
     backedUp: tm.backedUp + ds.backedUp,
-  });
+    bundle: entry,
+  };
 }
 
 function removeDriver(dir: string): number {

@@ -30,7 +30,7 @@ import { metrics } from "../metrics/metrics.ts";
 import type { PauseMode } from "../hypervisor/pause.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import type { TmServices } from "../tm/services.ts";
-import { routedCopy } from "../transfer/routed_copy.ts";
+import { copyEntries } from "../transfer/copy.ts";
 import { readRunState, writeRunState } from "./frontend_state.ts";
 import {
   abandonScript,
@@ -261,7 +261,7 @@ export async function runPeriod(
     if (job.mode === "full") logInfo(`${label}: point ${newId} is a full copy: ${reason}`);
 
     const file = job.mode === "incremental" ? incFile(newId) : fullFile(newId);
-    const copy = await routedCopy(runner, {
+    const copy = await copyEntries(runner, {
       from: { host: disk.host, dir: disk.vmDir, entries: [{ name: scratch, as: file }] },
       to: { host: disk.replica, dir: store.dir, confine: store.guard.confine },
       sparse: true,
@@ -270,7 +270,8 @@ export async function runPeriod(
       timeoutMs: services.transferTimeoutMs,
       hop: "host_to_replica",
       what: `Error copying recovery point ${newId} of ${label} from ${disk.host} to ${disk.replica}`,
-    }, { mode: "pull", address: await pullAddress(services, disk.host) });
+      route: { mode: "pull", address: await pullAddress(services, disk.host) },
+    });
 
     if (record === null) {
       record = newRecord({
@@ -431,7 +432,11 @@ export async function runPeriod(
   }
 }
 
-/** The checksum program of the recovery files (TRANSFER_CHECKSUM; b2sum when checksums are off). */
+/**
+ * The checksum program of the recovery files, on the replica: TRANSFER_CHECKSUM's coreutils program
+ * (sha256sum, md5sum), else b2sum (coreutils, on every replica; xxhsum may be missing there).
+ */
 export function algorithmOf(services: TmServices): string {
-  return services.checksum === "none" ? "b2sum" : services.checksum;
+  const algorithm = services.config.transferChecksum;
+  return algorithm === "sha256" ? "sha256sum" : algorithm === "md5" ? "md5sum" : "b2sum";
 }

@@ -20,7 +20,7 @@ import { oneLine, OneStorError } from "../errors.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import type { TmServices } from "../tm/services.ts";
 import { storageRoute } from "../cache/targets.ts";
-import { routedCopy } from "../transfer/routed_copy.ts";
+import { copyEntries } from "../transfer/copy.ts";
 import { trackCopy } from "../progress/copy_progress.ts";
 import { pointById, pointChain, type RecoveryPoint, type RecoveryRecord } from "./record.ts";
 import { rebuildScript, verifyChainScript } from "./replica_scripts.ts";
@@ -124,7 +124,7 @@ export async function restoreDisk(services: TmServices, request: RestoreRequest)
           host: request.host,
           dir: request.vmDir,
         }, () =>
-          routedCopy(services.runner, {
+          copyEntries(services.runner, {
             from: { host: request.replica, dir: `${store.dir}/${out}`, entries: [{ name: request.name }] },
             to: { host: request.host, dir: request.vmDir, confine: services.confine },
             sparse: request.sparse,
@@ -133,7 +133,8 @@ export async function restoreDisk(services: TmServices, request: RestoreRequest)
             timeoutMs: services.transferTimeoutMs,
             hop: "replica_to_host",
             what: `Error copying point ${point.id} of ${label} from ${request.replica} to ${request.host}`,
-          }, route));
+            route,
+          }));
         const when = new Date(point.time * 1000).toISOString();
         if (point.id !== candidates[0].id) {
           logWarn(`${label}: rebuilt from the older point ${point.id} (${when}): ${problems.join("; ")}`);

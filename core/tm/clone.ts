@@ -23,15 +23,15 @@
  * @module
  */
 
-import { replicaClone } from "../cache/replica_clone.ts";
-import { cloneFromRecovery, protectAfterClone } from "../recovery/hooks.ts";
+import { replicaClone, type ReplicaSettings } from "../cache/replica_clone.ts";
+import { cloneFromRecovery, isProtected, isRecreate, protectAfterClone } from "../recovery/hooks.ts";
 import { InputError } from "../errors.ts";
 import { amendScript, growScript } from "../image/disk_scripts.ts";
 import { logInfo, logWarn } from "../one/log.ts";
 import { basenameOf, dirnameOf, parseLocation } from "../one/location.ts";
 import type { VmView } from "../one/objects.ts";
 import { confined } from "../remote/confine.ts";
-import { joinScripts, sh } from "../remote/shell.ts";
+import { joinScripts, sh, type ShellScript } from "../remote/shell.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { markerScript } from "./monitor_marker.ts";
@@ -75,6 +75,19 @@ export function parseCloneSource(arg: string): CloneSource {
   };
 }
 
+/**
+ * What runs on the host before a disk arrives: the datastore's `.monitor` marker and the VM
+ * folder (a stale `<disk>.snap` is replaced or removed when the copy is committed).
+ */
+export function prepareScript(services: TmServices, dst: VmFile): ShellScript {
+  return joinScripts([markerScript(dst.dsDir, services.driver), sh`mkdir -p -- ${dst.vmDir} || exit 1`]);
+}
+
+/** What {@linkcode prepareScript} writes (for the confinement of the script that runs it). */
+export function prepareWrites(dst: VmFile): string[] {
+  return [`${dst.dsDir}/.monitor`, `${dst.dsDir}/.monitor.onestor-tmp`, dst.vmDir];
+}
+
 /** Creates the VM folder and the datastore's `.monitor` marker; drops a stale `<disk>.snap`. */
 export async function prepareDiskDestination(services: TmServices, dst: VmFile): Promise<void> {
   await services.runner.run(
@@ -82,12 +95,8 @@ export async function prepareDiskDestination(services: TmServices, dst: VmFile):
     confined(
       services.confine,
       dst.host,
-      { write: [`${dst.dsDir}/.monitor`, dst.vmDir], remove: [`${dst.path}.snap`] },
-      joinScripts([
-        markerScript(dst.dsDir, services.driver),
-        sh`mkdir -p -- ${dst.vmDir} || exit 1
-rm -rf -- ${`${dst.path}.snap`}`,
-      ]),
+      { write: prepareWrites(dst), remove: [`${dst.path}.snap`] },
+      joinScripts([prepareScript(services, dst), sh`rm -rf -- ${`${dst.path}.snap`}`]),
     ),
     { what: `Creating directory ${dst.vmDir}`, timeoutMs: services.controlTimeoutMs },
   );
@@ -108,7 +117,32 @@ export async function replicaFor(services: TmServices, request: CloneRequest, vm
   return replica;
 }
 
-/** Runs clone/ln (see the module doc). */
+/** The replica path's settings, from the configuration. */
+export function replicaSettings(services: TmServices): ReplicaSettings {
+  const c = services.config;
+  return {
+    fallback: c.replicaFallback,
+    cutThrough: c.replicaCutThrough,
+    leaseSeconds: c.replicaLeaseSeconds,
+    lockTimeoutSeconds: c.replicaCopyLockTimeout,
+    verify: c.replicaCacheVerify,
+    maxSizeMb: c.replicaMaxSizeMb,
+    maxUsedPercent: c.replicaMaxUsedPerc,
+    frontendHopOptions: c.replicaSshFeOpts,
+    replicaHopOptions: c.replicaSshOpts,
+    algorithm: c.transferChecksum === "none" ? "xxh128" : c.transferChecksum,
+    copyChecksum: services.checksum,
+    compression: c.transferCompression,
+    controlTimeoutMs: services.controlTimeoutMs,
+    transferTimeoutMs: services.transferTimeoutMs,
+  };
+}
+
+/**
+ * Runs clone/ln (see the module doc). The host gets one command: the copy's receiver makes the
+ * folder and the marker, renames the verified disk into place and grows it (finishScript); in
+ * replica mode that command comes from the replica, inside the one that serves the cache.
+ */
 export async function cloneDisk(services: TmServices, request: CloneRequest): Promise<void> {
   const src = parseCloneSource(request.source);
   const dst = parseVmFile(request.destination, "Clone destination");
@@ -116,59 +150,81 @@ export async function cloneDisk(services: TmServices, request: CloneRequest): Pr
   const facts = diskFacts(vm, dst.diskId);
   const replica = await replicaFor(services, request, vm);
   const sourcePath = `${src.dir}/${src.name}`;
-  await prepareDiskDestination(services, dst);
-  if (await cloneFromRecovery(services, vm, dst, facts, replica)) {
-    // Recreated from a recovery point (onevm recover --recreate): grown to SIZE, its bitmap added.
-    await finishDisk(services, dst, facts);
-    await protectAfterClone(services, vm, dst, facts, replica, sourcePath, true);
-    return;
+  if (dst.diskId !== null && isProtected(facts, replica) && isRecreate(vm)) {
+    // onevm recover --recreate: the disk comes back from its recovery point when it has one.
+    await prepareDiskDestination(services, dst);
+    if (await cloneFromRecovery(services, vm, dst, facts, replica)) {
+      await finishDisk(services, dst, facts);
+      await protectAfterClone(services, vm, dst, facts, replica, sourcePath, true);
+      return;
+    }
   }
+  const prepare = prepareScript(services, dst);
+  const finish = finishScript(services, dst, facts);
+  const finishWhat = `Resizing image ${label(dst)}`;
+  let finishOutput: string;
   if (replica !== "" && services.runner.isLocal(src.host)) {
-    // The cache copies the image (and its .snap) into place; the rest is the same as below.
-    await replicaClone({
-      action: request.action,
-      vmId: request.vmId,
-      diskId: dst.diskId,
-      sourcePath,
-      imageDsId: request.dsId,
-      dest: { host: dst.host, path: dst.path },
-      replica,
+    const result = await replicaClone(
+      { runner: services.runner, lookup: services.lookup, settings: replicaSettings(services) },
+      {
+        action: request.action,
+        vmId: request.vmId,
+        diskId: dst.diskId,
+        sourcePath,
+        imageDsId: request.dsId,
+        dest: { host: dst.host, path: dst.path },
+        replica,
+        sparse: facts.sparse,
+        prepare,
+        finish,
+        finishWhat,
+        confine: services.confine,
+        writes: prepareWrites(dst),
+      },
+    );
+    finishOutput = result.finishOutput;
+  } else {
+    if (replica !== "") {
+      logInfo(`${request.source} is not on the front-end: copying it directly, not via ${replica}`);
+    }
+    logInfo(`Cloning ${request.source} in ${request.destination}`);
+    const result = await copyEntries(services.runner, {
+      from: {
+        host: src.host,
+        dir: src.dir,
+        entries: [
+          { name: src.name, as: dst.name },
+          { name: `${src.name}.snap`, as: `${dst.name}.snap`, optional: true },
+        ],
+      },
+      to: {
+        host: dst.host,
+        dir: dst.vmDir,
+        confine: services.confine,
+        writes: prepareWrites(dst),
+        prepare,
+        finish: finish ?? undefined,
+        finishWhat,
+      },
       sparse: facts.sparse,
+      mirror: true,
+      checksum: services.checksum,
+      timeoutMs: services.transferTimeoutMs,
+      what: `Error copying ${request.source} to ${request.destination}`,
     });
-    await finishDisk(services, dst, facts);
-    await protectAfterClone(services, vm, dst, facts, replica, sourcePath, false);
-    return;
+    logInfo(`Copied ${(result.streamBytes / 1048576).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s`);
+    finishOutput = result.finishOutput;
   }
-  if (replica !== "") {
-    logInfo(`${request.source} is not on the front-end: copying it directly, not via ${replica}`);
-  }
-  logInfo(`Cloning ${request.source} in ${request.destination}`);
-  const result = await copyEntries(services.runner, {
-    from: {
-      host: src.host,
-      dir: src.dir,
-      entries: [
-        { name: src.name, as: dst.name },
-        { name: `${src.name}.snap`, as: `${dst.name}.snap`, optional: true },
-      ],
-    },
-    to: { host: dst.host, dir: dst.vmDir, confine: services.confine },
-    sparse: facts.sparse,
-    checksum: services.checksum,
-    timeoutMs: services.transferTimeoutMs,
-    what: `Error copying ${request.source} to ${request.destination}`,
-  });
-  logInfo(`Copied ${(result.streamBytes / 1048576).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s`);
-  await finishDisk(services, dst, facts);
+  reportFinish(dst, facts, finishOutput);
   await protectAfterClone(services, vm, dst, facts, replica, sourcePath, false);
 }
 
-/** Growth to SIZE and QCOW2_OPTIONS on a freshly copied disk (shared with the replica path). */
-export async function finishDisk(
+/** Growth to SIZE and QCOW2_OPTIONS of a freshly copied disk, run by the copy's receiver; null: nothing to do. */
+export function finishScript(
   services: TmServices,
   dst: VmFile,
   facts: { format: string; growToMb: number | null; sparse: boolean },
-): Promise<void> {
+): ShellScript | null {
   const scripts = [];
   if (facts.growToMb !== null) {
     scripts.push(growScript({
@@ -182,8 +238,25 @@ export async function finishDisk(
   if (services.config.qcow2Options.length > 0) {
     scripts.push(amendScript(dst.path, facts.format, services.config.qcow2Options));
   }
-  if (scripts.length === 0) return;
-  const script = joinScripts(scripts.map((s) => sh`(${s}) || exit 1`));
+  if (scripts.length === 0) return null;
+  return joinScripts(scripts.map((s) => sh`(${s}) || exit 1`));
+}
+
+/** Logs what the finishing step did. */
+function reportFinish(dst: VmFile, facts: { growToMb: number | null }, out: string): void {
+  if (facts.growToMb !== null) logInfo(`Grew ${label(dst)} to ${facts.growToMb} MiB`);
+  const amend = out.match(/ONESTOR_AMEND_FAILED: (.*)/);
+  if (amend) logWarn(`QCOW2_OPTIONS could not be applied to ${label(dst)}: ${amend[1].trim()}`);
+}
+
+/** Growth to SIZE and QCOW2_OPTIONS on a disk already in place, as a command of its own. */
+export async function finishDisk(
+  services: TmServices,
+  dst: VmFile,
+  facts: { format: string; growToMb: number | null; sparse: boolean },
+): Promise<void> {
+  const script = finishScript(services, dst, facts);
+  if (script === null) return;
   const out = await services.runner.output(
     dst.host,
     confined(services.confine, dst.host, { write: [dst.path] }, script),
@@ -192,9 +265,7 @@ export async function finishDisk(
       timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
     },
   );
-  if (facts.growToMb !== null) logInfo(`Grew ${label(dst)} to ${facts.growToMb} MiB`);
-  const amend = out.match(/ONESTOR_AMEND_FAILED: (.*)/);
-  if (amend) logWarn(`QCOW2_OPTIONS could not be applied to ${label(dst)}: ${amend[1].trim()}`);
+  reportFinish(dst, facts, out);
 }
 
 function label(dst: VmFile): string {

@@ -11,9 +11,10 @@
 
 import { datablockScript } from "../image/datablock.ts";
 import { logInfo } from "../one/log.ts";
-import { sizeMb, volatileFormat } from "../validate.ts";
 import { confined } from "../remote/confine.ts";
-import { prepareDiskDestination } from "./clone.ts";
+import { joinScripts, sh } from "../remote/shell.ts";
+import { sizeMb, volatileFormat } from "../validate.ts";
+import { prepareScript, prepareWrites } from "./clone.ts";
 import { diskFacts } from "./disk_facts.ts";
 import { parseVmFile } from "./paths.ts";
 import type { TmServices } from "./services.ts";
@@ -43,12 +44,21 @@ export async function makeVolatileDisk(services: TmServices, request: VolatileRe
     { path: dst.path, sizeMb: size, format, fs, sparse: facts.sparse },
     services.config,
   );
-  await prepareDiskDestination(services, dst);
   logInfo(
     `Making ${format}${fs ? ` ${fs}` : ""} disk ${dst.host}:${dst.path} of ${size} MiB`,
   );
-  await services.runner.run(dst.host, confined(services.confine, dst.host, { write: [dst.path] }, script), {
-    what: `Creating image ${dst.path}`,
-    timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
-  });
+  // One command on the host: the marker and folder, then the disk.
+  await services.runner.run(
+    dst.host,
+    confined(
+      services.confine,
+      dst.host,
+      { write: [...prepareWrites(dst), dst.path], remove: [`${dst.path}.snap`] },
+      joinScripts([prepareScript(services, dst), sh`rm -rf -- ${`${dst.path}.snap`}`, script]),
+    ),
+    {
+      what: `Creating image ${dst.path}`,
+      timeoutMs: facts.sparse ? services.controlTimeoutMs : services.transferTimeoutMs,
+    },
+  );
 }

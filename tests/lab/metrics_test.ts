@@ -79,7 +79,7 @@ labTest(
     // The tar stream of the image, as every copy of it sends it (same flags as the copy primitive).
     const totals = await world.sh(
       "frontend",
-      `cd ${IMG_DIR} && tar -cSf - --totals -- ${IMAGE} 2>&1 >/dev/null | sed -n 's/^Total bytes written: \\([0-9]*\\).*/\\1/p'`,
+      `cd ${IMG_DIR} && tar -b 128 -cSf - --totals -- ${IMAGE} 2>&1 >/dev/null | sed -n 's/^Total bytes written: \\([0-9]*\\).*/\\1/p'`,
       { user: "oneadmin" },
     );
     const stream = Number(totals.trim());

@@ -50,7 +50,10 @@ labTest(
         },
         to: { host: "hv2", dir: `${DS}/0/5`, confine: CONFINE },
       });
-      assert.ok(r1.streamChecksum.length > 0);
+      assert.ok(
+        r1.streamBytes > 4 << 20 && r1.streamBytes < 8 << 20,
+        `sparse stream (${r1.streamBytes} bytes)`,
+      );
       assert.equal(await sh(lab, "hv2", `md5sum < ${DS}/0/5/disk.0`), sum);
       assert.equal(Deno.readTextFileSync(lab.path("hv2", `${DS}/0/5/disk.0.snap/0`)), "snap0\n");
       const sparse = usage(lab, "hv2", `${DS}/0/5/disk.0`);

@@ -21,6 +21,7 @@
  */
 
 import { dirname, normalize, resolve } from "node:path";
+import { CpuAccounting, type CpuSeconds } from "./cpu_accounting.ts";
 
 /** Names of the hosts of a default lab. */
 export const LAB_HOSTS = ["frontend", "replica", "hv1", "hv2"] as const;
@@ -50,6 +51,11 @@ export interface LabOptions {
   name?: string;
   /** Keep the lab running after this process exits (for `scripts/lab.ts up`); default false. */
   persistent?: boolean;
+  /**
+   * Count per host what benchmarks and round-trip tests need: SSH sessions (sshd logs each one,
+   * see {@link Lab.sessions}) and CPU seconds (a cgroup per host, see {@link Lab.cpu}). Default false.
+   */
+  accounting?: boolean;
 }
 
 /** One host of a lab. */
@@ -621,6 +627,8 @@ interface LabState {
   privatePaths: string[];
   hosts: HostState[];
   mounts: Record<string, { source: string; target: string }[]>;
+  /** The lab's cgroup folder when it accounts CPU time per host. */
+  cgroup?: string;
 }
 
 async function readState(dir: string): Promise<LabState | null> {
@@ -675,6 +683,7 @@ async function collectStaleLabs(): Promise<void> {
     const state = await readState(dir);
     if (state ? inUse(state) : await youngerThan(dir, 60_000)) continue;
     if (state) await killRecorded(state).catch(() => {});
+    if (state?.cgroup) CpuAccounting.remove(state.cgroup);
     await removeLabDir(dir, state?.subnet ?? null).catch(() => {});
   }
   try {
@@ -795,6 +804,8 @@ export class Lab {
   readonly #runtime: Map<string, HostRuntime>;
   readonly #state: LabState;
   #stopping: Promise<void> | null = null;
+  #accounting: CpuAccounting | null = null;
+  #countSessions = false;
 
   private constructor(state: LabState, runtime: Map<string, HostRuntime>) {
     this.name = state.name;
@@ -870,6 +881,7 @@ export class Lab {
       state.hosts.map((h) => [h.name, { state: h, child: null, status: null }]),
     );
     const lab = new Lab(state, runtime);
+    lab.#countSessions = !!options.accounting;
     if (!options.persistent) liveLabs.add(lab);
     try {
       await writeFileAtomic(`${dir}/state.json`, JSON.stringify(state, null, 2));
@@ -880,6 +892,14 @@ export class Lab {
       await Promise.all(state.hosts.map((h) => lab.#spawn(runtime.get(h.name)!, !!options.persistent)));
       await lab.#saveState();
       await Promise.all(state.hosts.map((h) => lab.#waitListening(h.name, true)));
+      if (options.accounting) {
+        lab.#accounting = CpuAccounting.create(name, names);
+        if (lab.#accounting) {
+          for (const h of state.hosts) lab.#accounting.adopt(h.name, h.init!.pid);
+          state.cgroup = lab.#accounting.dir;
+          await lab.#saveState();
+        }
+      }
     } catch (e) {
       await lab.stop().catch(() => {});
       throw e;
@@ -961,8 +981,20 @@ export class Lab {
       opts.cwd ?? home,
       ...argv,
     ];
-    const child = new Deno.Command(mustTool("nsenter"), {
-      args,
+    // With CPU accounting the command first moves itself into the host's cgroup, so that it and
+    // everything it starts (ssh master connections included) count for that host.
+    const [program, programArgs] = this.#accounting
+      ? ["/bin/sh", [
+        "-c",
+        'echo $$ >"$1" && shift && exec "$@"',
+        "sh",
+        this.#accounting.procsFile(host),
+        mustTool("nsenter"),
+        ...args,
+      ]]
+      : [mustTool("nsenter"), args];
+    const child = new Deno.Command(program, {
+      args: programArgs,
       clearEnv: true,
       env,
       stdin: opts.stdin === undefined ? "null" : "piped",
@@ -1019,6 +1051,27 @@ export class Lab {
   /** Runs a shell script inside a host: `exec(host, ["sh", "-c", script], opts)`. */
   sh(host: string, script: string, opts: ExecOptions = {}): Promise<ExecResult> {
     return this.exec(host, ["sh", "-c", script], opts);
+  }
+
+  /**
+   * SSH sessions the host's sshd has started so far (one per command run over SSH, multiplexed
+   * or not), counted from its log. Needs `accounting: true` (sshd logs at VERBOSE level).
+   */
+  async sessions(host: string): Promise<number> {
+    if (!this.#countSessions) throw new Error("Lab.sessions() needs a lab started with accounting: true");
+    this.host(host);
+    const log = await Deno.readTextFile(`${this.dir}/hosts/${host}/log`).catch(() => "");
+    return log.split("\n").filter((l) => l.includes("Starting session: ")).length;
+  }
+
+  /**
+   * CPU seconds spent so far by everything that ran in the host (see tests/support/cpu_accounting.ts),
+   * or null when the lab does not account CPU time (not asked, or the machine's cgroups do not allow
+   * it).
+   */
+  cpu(host: string): CpuSeconds | null {
+    this.host(host);
+    return this.#accounting ? this.#accounting.read(host) : null;
   }
 
   /** Stops the host's sshd and drops its ssh sessions; its namespace, processes and files stay. */
@@ -1092,6 +1145,7 @@ export class Lab {
       killIfSame(h.init, "SIGKILL");
       killIfSame(h.unshare, "SIGKILL");
     }
+    this.#accounting?.remove();
     removeLabDirSync(this.dir, this.#state.subnet);
   }
 
@@ -1114,6 +1168,13 @@ export class Lab {
     await waitFor("lab processes to exit", STOP_TIMEOUT_MS, () => {
       return this.#state.hosts.every((h) => !alive(h.init) && !alive(h.unshare));
     });
+    if (this.#accounting) {
+      // Tasks leave a cgroup a moment after they die: retry the removal briefly.
+      for (let i = 0; i < 50 && (await exists(this.#accounting.dir)); i++) {
+        this.#accounting.remove();
+        if (await exists(this.#accounting.dir)) await sleep(20);
+      }
+    }
     await removeLabDir(this.dir, this.#state.subnet);
   }
 
@@ -1312,7 +1373,9 @@ export class Lab {
           "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
           "MaxStartups 100:30:200",
           "MaxSessions 100",
-          "LogLevel ERROR",
+          // VERBOSE logs one "Starting session" line per command run (multiplexed ones too): the
+          // sessions a benchmark or a round-trip test counts.
+          `LogLevel ${this.#countSessions ? "VERBOSE" : "ERROR"}`,
           "Subsystem sftp internal-sftp",
           "",
         ].join("\n"),

@@ -29,6 +29,7 @@ export async function installInto(
 ): Promise<{ tm: string; ds: string }> {
   const tm = names.tm ?? "onestor";
   const ds = names.ds ?? "onestor";
+  // The bundle goes to the state folder: a scratch one next to the remotes, not the machine's.
   const result = await onestor([
     "install",
     "--remotes",
@@ -38,7 +39,7 @@ export async function installInto(
     "--ds-name",
     ds,
     "--quiet",
-  ]);
+  ], { env: { ONESTOR_STATE_DIR: `${remotes}/.state` } });
   if (result.code !== 0) throw new Error(`install failed: ${result.stderr}`);
   return { tm: `${remotes}/tm/${tm}`, ds: `${remotes}/datastore/${ds}` };
 }

@@ -78,14 +78,14 @@ Deno.test("folderRows() shows ready, broken, filling and leftover entries with p
   const now = 1_700_000_000;
   const hash = (n: number) => n.toString(16).padStart(32, "0");
   const dir = "/nonexistent/datastores/1";
-  const entry = (image: string, size: number, pins = 0) =>
+  const entry = (image: string, size: number) =>
     encodeRecord({
-      version: 1,
+      version: 2,
       source: {
         path: `${dir}/${image}`,
         size,
         mtime_ms: 1,
-        algorithm: "b2sum",
+        algorithm: "xxh128",
         checksum: "c",
         sums: { [image]: "s" },
       },
@@ -94,16 +94,21 @@ Deno.test("folderRows() shows ready, broken, filling and leftover entries with p
       allocated: 4096,
       created_at: 1,
       filled_by: "fe:1:a",
-      last_use: now - 120,
-      pins: Array.from(
-        { length: pins },
-        (_, i) => ({ owner: `o${i}`, vm: 40 + i, disk: 0, host: "hv1", expires_at: now + 9 }),
-      ),
+      files_fp: "f",
+      last_use: 0,
+      pins: [],
     });
   const state: FolderState = {
     dir,
     now,
-    entries: new Map([[hash(1), entry(hash(1), 100, 2)], [hash(2), entry(hash(2), 100)]]),
+    entries: new Map([[hash(1), entry(hash(1), 100)], [hash(2), entry(hash(2), 100)]]),
+    entryMtimes: new Map([[hash(1), now - 120], [hash(2), now - 120]]),
+    // Two live pin files on the first entry (and an expired one, not shown).
+    pins: new Map([[hash(1), [
+      { owner: "o0", vm: 40, disk: 0, host: "hv1", expires_at: now + 9 },
+      { owner: "o1", vm: 41, disk: 0, host: "hv1", expires_at: now + 9 },
+      { owner: "o2", vm: 42, disk: 0, host: "hv1", expires_at: now - 9 },
+    ]]]),
     leases: new Map([[
       hash(3),
       JSON.stringify({ owner: "fe:7:z", expires_at: now + 20, fill: ".onestor-fill-3", reserve: 1000 }),

@@ -3,14 +3,21 @@ import {
   type CachedFile,
   type CacheEntry,
   contentDigest,
+  encodePin,
   encodeRecord,
   entryProblem,
   fillName,
   type ImageIdentity,
   leaseLive,
+  leasePrefix,
   livePins,
   parseEntry,
   parseLease,
+  parsePin,
+  pinName,
+  pinPrefix,
+  recordHead,
+  recordPrefix,
   sameSums,
 } from "../../core/cache/entry.ts";
 
@@ -22,7 +29,7 @@ function identity(overrides: Partial<ImageIdentity> = {}): ImageIdentity {
     path: PATH,
     size: 1048576,
     mtime_ms: 1700000000123,
-    algorithm: "b2sum",
+    algorithm: "xxh128",
     checksum: "c0ffee",
     sums: { [IMAGE]: "aa" },
     ...overrides,
@@ -32,7 +39,7 @@ function identity(overrides: Partial<ImageIdentity> = {}): ImageIdentity {
 function entry(overrides: Partial<CacheEntry> = {}): CacheEntry {
   const id = identity();
   return {
-    version: 1,
+    version: 2,
     source: {
       path: id.path,
       size: id.size,
@@ -46,6 +53,7 @@ function entry(overrides: Partial<CacheEntry> = {}): CacheEntry {
     allocated: 4096,
     created_at: 1700000100,
     filled_by: "fe:1:abcd",
+    files_fp: "ab".repeat(32),
     last_use: 1700000100,
     pins: [],
     ...overrides,
@@ -58,20 +66,47 @@ const files = (overrides: Partial<CachedFile> = {}): CachedFile[] => [
 
 Deno.test("parseEntry() round-trips an encoded entry and refuses malformed ones", () => {
   const e = entry();
-  assert.deepEqual(parseEntry(encodeRecord(e)), e);
+  // Last use and pins live beside the record (its mtime, pin files): parseEntry takes them apart.
+  assert.deepEqual(parseEntry(encodeRecord(e), { lastUse: 1700000100 }), e);
+  const pins = [{ owner: "a", vm: 1, disk: 0, host: "hv1", expires_at: 9 }];
+  assert.deepEqual(parseEntry(encodeRecord(e), { lastUse: 5, pins })?.pins, pins);
+  assert.equal(parseEntry(encodeRecord(e))?.last_use, e.created_at);
   assert.equal(parseEntry(null), null);
   assert.equal(parseEntry("{"), null);
   assert.equal(parseEntry("[]"), null);
-  assert.equal(parseEntry(JSON.stringify({ ...e, version: 2 })), null);
+  assert.equal(parseEntry(JSON.stringify({ ...e, version: 1 })), null);
   assert.equal(parseEntry(JSON.stringify({ ...e, source: { ...e.source, checksum: 5 } })), null);
   assert.equal(parseEntry(JSON.stringify({ ...e, files: [{ name: IMAGE }] })), null);
-  assert.equal(parseEntry(JSON.stringify({ ...e, pins: [{ owner: "x" }] })), null);
+  assert.equal(parseEntry(JSON.stringify({ ...e, files_fp: undefined })), null);
 });
 
-Deno.test("encodeRecord() writes compact JSON without a trailing newline (compared byte for byte)", () => {
+Deno.test("encodeRecord() writes compact JSON in its fixed layout, starting with recordPrefix()", () => {
   const text = encodeRecord(entry());
   assert.ok(!text.endsWith("\n"));
   assert.ok(!text.includes("\n"));
+  assert.ok(text.startsWith(recordPrefix(identity())));
+  assert.ok(recordPrefix(identity()).startsWith(recordHead(identity())));
+  assert.ok(!text.startsWith(recordPrefix(identity({ checksum: "other" }))));
+  assert.ok(!text.startsWith(recordHead(identity({ mtime_ms: 5 }))));
+  assert.match(text, /"files_fp":"(ab){32}"}$/);
+  // The replica rewrites a lease's or pin's expiry as text: it is the last key.
+  const lease = {
+    version: 2,
+    owner: "fe:1:a",
+    frontend: "fe",
+    pid: 1,
+    source: PATH,
+    fill: ".onestor-fill-x",
+    reserve: 5,
+    acquired_at: 10,
+    expires_at: 40,
+  };
+  assert.equal(encodeRecord(lease), `${leasePrefix(lease)}10,"expires_at":40}`);
+  assert.deepEqual(JSON.parse(encodeRecord(lease)), lease);
+  const pin = { owner: "fe:1:a", vm: 7, disk: 0, host: "hv1", expires_at: 40 };
+  assert.equal(encodePin(pin), `${pinPrefix(pin)}40}`);
+  assert.deepEqual(parsePin(encodePin(pin)), pin);
+  assert.equal(parsePin("junk"), null);
 });
 
 Deno.test("parseLease() and leaseLive(): an unreadable lease counts as absent, expiry is strict", () => {
@@ -129,4 +164,10 @@ Deno.test("fillName() is a safe hidden folder name unique per owner", () => {
   assert.match(name, /^\.onestor-fill-[0-9a-f]{32}-[A-Za-z0-9-]+$/);
   assert.notEqual(name, fillName(IMAGE, "fe.example.com:1235:0a1b2c3d"));
   assert.ok(!fillName(IMAGE, "x/../y").includes("/"));
+});
+
+Deno.test("pinName() is one file per deployment, with safe characters", () => {
+  assert.match(pinName(IMAGE, "fe.example.com:1234:0a1b"), /^[0-9a-f]{32}\.onestor-pin\.[A-Za-z0-9-]+$/);
+  assert.notEqual(pinName(IMAGE, "fe:1:a"), pinName(IMAGE, "fe:1:b"));
+  assert.ok(!pinName(IMAGE, "x/../y").includes("/"));
 });

@@ -8,14 +8,14 @@ const DIR = "/var/lib/one/datastores/1";
 const NOW = 1_700_000_000;
 const hash = (n: number) => n.toString(16).padStart(32, "0");
 
-function entryText(image: string, lastUse: number, pins: CacheEntry["pins"] = []): string {
+function entryText(image: string): string {
   return encodeRecord({
-    version: 1,
+    version: 2,
     source: {
       path: `${DIR}/${image}`,
       size: MIB,
       mtime_ms: 1,
-      algorithm: "b2sum",
+      algorithm: "xxh128",
       checksum: "x",
       sums: { [image]: "y" },
     },
@@ -24,14 +24,15 @@ function entryText(image: string, lastUse: number, pins: CacheEntry["pins"] = []
     allocated: MIB,
     created_at: 1,
     filled_by: "fe:1:a",
-    last_use: lastUse,
-    pins,
+    files_fp: "f",
+    last_use: 1,
+    pins: [],
   });
 }
 
 function leaseText(image: string, expiresAt: number, reserve = 0): string {
   const lease: Lease = {
-    version: 1,
+    version: 2,
     owner: `fe:9:${image.slice(-4)}`,
     frontend: "fe",
     pid: 9,
@@ -50,10 +51,14 @@ function folder(
   extra: Partial<FolderState> = {},
 ): FolderState {
   const entries = new Map<string, string>();
+  const entryMtimes = new Map<string, number>();
+  const pins = new Map<string, CacheEntry["pins"]>();
   const state: FolderState = {
     dir: DIR,
     now: NOW,
     entries,
+    entryMtimes,
+    pins,
     leases: new Map(),
     items: [],
     files: [],
@@ -61,7 +66,12 @@ function folder(
     ...extra,
   };
   for (const i of items) {
-    if (i.entry !== false) entries.set(i.image, entryText(i.image, i.lastUse ?? NOW - 100, i.pins));
+    if (i.entry !== false) {
+      // Last use is the record's mtime; pins are files beside it.
+      entries.set(i.image, entryText(i.image));
+      entryMtimes.set(i.image, i.lastUse ?? NOW - 100);
+      if (i.pins) pins.set(i.image, i.pins);
+    }
     state.items.push({ name: i.image, allocated: i.mib * MIB, mtime: NOW - 1000 });
   }
   return state;
@@ -173,8 +183,9 @@ Deno.test("removalOps() removes the record before the files", () => {
   const [candidate] = cacheUsage([folder([{ image: hash(1), mib: 1 }])]).candidates;
   const ops = removalOps(candidate, NOW, "test");
   assert.equal(ops[0].op, "log");
-  assert.deepEqual(ops.slice(1).map((o) => o.op === "remove" ? o.name : ""), [
+  assert.deepEqual(ops.slice(1).map((o) => o.op === "remove" ? o.name : o.op), [
     `${hash(1)}.onestor.json`,
     hash(1),
+    "removePins",
   ]);
 });

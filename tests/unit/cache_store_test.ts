@@ -5,18 +5,20 @@
  */
 import assert from "node:assert/strict";
 import { fakeSshRunner } from "../support/fake_ssh.ts";
-import { encodeRecord, entryName, leaseName, parseEntry, parseLease } from "../../core/cache/entry.ts";
-import { makeRoom } from "../../core/cache/eviction.ts";
 import {
-  acquireLease,
-  pinEntry,
-  releaseLease,
-  renewLease,
-  unpinEntry,
-  updateEntry,
-} from "../../core/cache/lease.ts";
-import { scratchConfinement } from "../../core/remote/confine.ts";
+  type CacheEntry,
+  encodePin,
+  encodeRecord,
+  entryName,
+  leaseName,
+  parseLease,
+  pinName,
+} from "../../core/cache/entry.ts";
+import { makeRoom } from "../../core/cache/eviction.ts";
+import { statImage } from "../../core/cache/identity.ts";
+import { serve } from "../../core/cache/serve.ts";
 import { cacheFolders, parseStatLines, ReplicaFolder } from "../../core/cache/store.ts";
+import { scratchConfinement } from "../../core/remote/confine.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -38,14 +40,14 @@ async function scratch() {
   };
 }
 
-function entryText(image: string, lastUse = 100, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    version: 1,
+function entryText(image: string): string {
+  const entry: CacheEntry = {
+    version: 2,
     source: {
       path: `/x/${image}`,
       size: MIB,
       mtime_ms: 1,
-      algorithm: "b2sum",
+      algorithm: "xxh128",
       checksum: "c",
       sums: { [image]: "s" },
     },
@@ -54,10 +56,24 @@ function entryText(image: string, lastUse = 100, extra: Record<string, unknown> 
     allocated: MIB,
     created_at: 1,
     filled_by: "fe:1:a",
-    last_use: lastUse,
+    files_fp: "f",
+    last_use: 1,
     pins: [],
-    ...extra,
-  });
+  };
+  return encodeRecord(entry);
+}
+
+/** A pin file for `owner` on `image`, expiring at `expiresAt`. */
+async function pin(dir: string, image: string, owner: string, expiresAt: number): Promise<void> {
+  await Deno.writeTextFile(
+    `${dir}/${pinName(image, owner)}`,
+    encodePin({ owner, vm: 9, disk: 0, host: "hv1", expires_at: expiresAt }),
+  );
+}
+
+/** Sets a file's mtime (a record's mtime is its entry's last use). */
+async function touch(path: string, epoch: number): Promise<void> {
+  await Deno.utime(path, epoch, epoch);
 }
 
 Deno.test("transact() applies its operations only when every expected record still matches", async () => {
@@ -133,9 +149,13 @@ Deno.test("readImageState() returns the records, the replica clock and the files
   await Deno.writeTextFile(`${s.dir}/${IMAGE}`, "x".repeat(1000));
   await Deno.mkdir(`${s.dir}/${IMAGE}.snap`);
   await Deno.writeTextFile(`${s.dir}/${IMAGE}.snap/3`, "yy");
+  await touch(`${s.dir}/${entryName(IMAGE)}`, 1700000000);
+  await pin(s.dir, IMAGE, "fe:1:a", 42);
   const state = await s.folder.image(IMAGE);
   assert.equal(state.entryText, "E");
   assert.equal(state.leaseText, null);
+  assert.equal(state.entryMtime, 1700000000);
+  assert.deepEqual(state.pins.map((p) => [p.owner, p.expires_at]), [["fe:1:a", 42]]);
   assert.ok(Math.abs(state.now - Date.now() / 1000) < 5);
   assert.deepEqual(state.files.map((f) => [f.name, f.type, f.size]), [
     [IMAGE, "f", 1000],
@@ -169,95 +189,53 @@ Deno.test("parseStatLines() reads stat output and ignores what it does not know"
   ]);
 });
 
-Deno.test("acquireLease(): of ten processes racing for a free lease exactly one wins", async () => {
+Deno.test("serve(): of ten processes that miss at once exactly one takes the fill lease, the others wait", async () => {
   await using s = await scratch();
-  const results = await Promise.all(Array.from({ length: 10 }, (_, i) =>
-    acquireLease(s.folder, IMAGE, null, {
+  const image = `${s.root}/fe/${IMAGE}`;
+  await Deno.mkdir(`${s.root}/fe`);
+  await Deno.writeTextFile(image, "image");
+  const stat = await statImage(image);
+  const runs = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+    serve({
+      folder: s.folder,
+      stat,
+      identity: null,
       owner: `fe:${i}:t`,
-      source: `/x/${IMAGE}`,
-      fill: `.onestor-fill-${IMAGE}-${i}`,
-      reserve: MIB,
+      pin: { owner: `fe:${i}:t`, vm: i, disk: 0, host: "hv1" },
       leaseSeconds: 30,
+      waitSeconds: 0,
+      verify: false,
+      copy: null,
+      invalidations: [],
+      scan: null,
+      timeoutMs: 30_000,
+      takeLease: true,
     })));
-  const winners = results.filter((r) => r !== null);
-  assert.equal(winners.length, 1);
-  const onDisk = parseLease(await Deno.readTextFile(`${s.dir}/${leaseName(IMAGE)}`));
-  assert.equal(onDisk?.owner, winners[0]!.lease.owner);
+  const misses = runs.filter((r) => r.outcome.kind === "miss" && r.outcome.acquired !== null);
+  assert.equal(misses.length, 1);
+  assert.equal(runs.filter((r) => r.outcome.kind === "wait").length, 9);
+  const lease = parseLease(await Deno.readTextFile(`${s.dir}/${leaseName(IMAGE)}`));
+  assert.equal(lease?.source, image);
+  assert.ok(lease!.expires_at - lease!.acquired_at === 30);
+  // The folder got its marker (spec §4.3).
+  assert.equal(await Deno.readTextFile(`${s.dir}/.monitor`), "replica\n");
 });
 
-Deno.test("acquireLease() refuses a live lease, takes an expired one over once, and the old holder notices", async () => {
+Deno.test("transact() with unpinned refuses an image with a live pin file and ignores expired ones", async () => {
   await using s = await scratch();
-  const holder = { source: `/x/${IMAGE}`, reserve: 0, leaseSeconds: 30 };
-  const first = await acquireLease(s.folder, IMAGE, null, {
-    ...holder,
-    owner: "fe:1:a",
-    fill: ".onestor-fill-a",
-  });
-  assert.ok(first);
-  await Deno.mkdir(`${s.dir}/.onestor-fill-a`);
-  const live = await s.folder.image(IMAGE);
+  const now = Math.floor(Date.now() / 1000);
+  const remove = { expect: {}, unpinned: [IMAGE], ops: [{ op: "remove" as const, name: IMAGE }] };
+  await Deno.writeTextFile(`${s.dir}/${IMAGE}`, "x");
+  await pin(s.dir, IMAGE, "live", now + 60);
+  await pin(s.dir, IMAGE, "dead", now - 60);
+  assert.equal(await s.folder.transact(remove), "conflict");
+  await Deno.remove(`${s.dir}/${pinName(IMAGE, "live")}`);
   assert.equal(
-    await acquireLease(s.folder, IMAGE, live.leaseText, {
-      ...holder,
-      owner: "fe:2:b",
-      fill: ".onestor-fill-b",
-    }),
-    null,
+    await s.folder.transact({ ...remove, ops: [...remove.ops, { op: "removePins", image: IMAGE }] }),
+    "committed",
   );
-  // The holder stops renewing: its lease expires (written back as already expired).
-  const expired = encodeRecord({ ...first.lease, expires_at: live.now - 1 });
-  await Deno.writeTextFile(`${s.dir}/${leaseName(IMAGE)}`, expired);
-  const takers = await Promise.all(
-    ["c", "d", "e"].map((t) =>
-      acquireLease(s.folder, IMAGE, expired, { ...holder, owner: `fe:3:${t}`, fill: `.onestor-fill-${t}` })
-    ),
-  );
-  assert.equal(takers.filter((t) => t !== null).length, 1);
-  // The dead holder's fill folder went with its lease; its late renewal finds the lease lost.
-  await assert.rejects(Deno.stat(`${s.dir}/.onestor-fill-a`));
-  first.text = expired;
-  await renewLease(s.folder, first, 30);
-  assert.equal(first.lost, true);
-  const winner = takers.find((t) => t !== null)!;
-  await renewLease(s.folder, winner, 60);
-  assert.equal(winner.lost, false);
-  assert.ok(winner.lease.expires_at >= live.now + 59);
-  await releaseLease(s.folder, winner);
-  await assert.rejects(Deno.stat(`${s.dir}/${leaseName(IMAGE)}`));
-  assert.match(await Deno.readTextFile(`${s.dir}/.onestor-cache.log`), /lease-takeover/);
-});
-
-Deno.test("updateEntry(): twelve concurrent pin changes are all kept (no lost update)", async () => {
-  await using s = await scratch();
-  await Deno.writeTextFile(`${s.dir}/${entryName(IMAGE)}`, entryText(IMAGE));
-  await Promise.all(Array.from({ length: 12 }, (_, i) =>
-    updateEntry(s.folder, IMAGE, (entry, now) => {
-      entry.pins.push({ owner: `p${i}`, vm: i, disk: 0, host: "hv1", expires_at: now + 30 });
-      return entry;
-    }, 200)));
-  const entry = parseEntry(await Deno.readTextFile(`${s.dir}/${entryName(IMAGE)}`))!;
-  assert.deepEqual(
-    entry.pins.map((p) => p.owner).sort(),
-    Array.from({ length: 12 }, (_, i) => `p${i}`).sort(),
-  );
-});
-
-Deno.test("pinEntry() pins only the entry that was validated; unpinEntry() removes the pin", async () => {
-  await using s = await scratch();
-  const text = entryText(IMAGE);
-  await Deno.writeTextFile(`${s.dir}/${entryName(IMAGE)}`, text);
-  await s.folder.image(IMAGE);
-  assert.equal(
-    await pinEntry(s.folder, IMAGE, entryText(IMAGE, 5), { owner: "me", vm: 1, disk: 0, host: "hv1" }, 30),
-    null,
-  );
-  const pinned = await pinEntry(s.folder, IMAGE, text, { owner: "me", vm: 1, disk: 0, host: "hv1" }, 30);
-  assert.ok(pinned);
-  const entry = parseEntry(pinned)!;
-  assert.equal(entry.pins.length, 1);
-  assert.ok(entry.last_use > 100);
-  await unpinEntry(s.folder, IMAGE, "me");
-  assert.deepEqual(parseEntry(await Deno.readTextFile(`${s.dir}/${entryName(IMAGE)}`))!.pins, []);
+  await assert.rejects(Deno.stat(`${s.dir}/${IMAGE}`));
+  await assert.rejects(Deno.stat(`${s.dir}/${pinName(IMAGE, "dead")}`));
 });
 
 Deno.test("makeRoom() evicts across the replica's cache folders, keeps pinned entries, and is all or nothing", async () => {
@@ -272,8 +250,9 @@ Deno.test("makeRoom() evicts across the replica's cache folders, keeps pinned en
       args: ["if=/dev/urandom", `of=${dir}/${image}`, "bs=1M", "count=2", "status=none"],
     })
       .output();
-    const pins = pinned ? [{ owner: "busy", vm: 9, disk: 0, host: "hv1", expires_at: now + 600 }] : [];
-    await Deno.writeTextFile(`${dir}/${entryName(image)}`, entryText(image, lastUse, { pins }));
+    await Deno.writeTextFile(`${dir}/${entryName(image)}`, entryText(image));
+    await touch(`${dir}/${entryName(image)}`, lastUse);
+    if (pinned) await pin(dir, image, "busy", now + 600);
   };
   await put(s.dir, hash(1), now - 100, true);
   await put(other, hash(2), now - 50);

@@ -185,7 +185,7 @@ Deno.test("loadConfig() returns the defaults when no file exists", () => {
     equal(config.sshControlPersist, 60);
     deepStrictEqual(config.sshOpts, []);
     equal(config.sshForwardAgent, false);
-    equal(config.transferChecksum, "blake2b");
+    equal(config.transferChecksum, "xxh128");
     equal(config.transferCompression, "none");
     equal(config.logLevel, "info");
     deepStrictEqual(config.sources.REPLICA_MAX_USED_PERC, { from: "default" });
@@ -385,7 +385,7 @@ Deno.test("loadConfig() refuses a bad value naming file, line, key and expected 
     [
       "onestor.conf",
       "TRANSFER_CHECKSUM=sha1",
-      /TRANSFER_CHECKSUM must be one of blake2b, sha256, md5, none, not "sha1"/,
+      /TRANSFER_CHECKSUM must be one of xxh128, blake2b, sha256, md5, none, not "sha1"/,
     ],
     ["fs.conf", "DD_BLOCK_SIZE=64x", /DD_BLOCK_SIZE must be a dd block size/],
     ["datastore.conf", 'FS_OPTS_ext4="-L \'open"', /FS_OPTS_ext4 must be .*unterminated single quote/],

@@ -292,12 +292,12 @@ Deno.test("cacheFindings(): full replica, record without files, stale lease of a
     expires_at: now - 50,
   });
   const entry = JSON.stringify({
-    version: 1,
+    version: 2,
     source: {
       path: "/d/1/aaaa",
       size: 4,
       mtime_ms: 1,
-      algorithm: "b2sum",
+      algorithm: "xxh128",
       checksum: "c",
       sums: { aaaa: "s" },
     },
@@ -306,8 +306,7 @@ Deno.test("cacheFindings(): full replica, record without files, stale lease of a
     allocated: 4096,
     created_at: 1,
     filled_by: "x",
-    last_use: 1,
-    pins: [],
+    files_fp: "f",
   });
   const b64 = (t: string) => btoa(t);
   const facts = parseProbe(

@@ -19,6 +19,12 @@ Deno.test("install lays a launcher and every action of the spec, and the symlink
     for (const action of DS_ACTIONS) assert.equal(Deno.readLinkSync(`${ds}/${action.name}`), ".onestor");
     assert.ok((Deno.statSync(`${tm}/.onestor`).mode! & 0o111) !== 0, "launcher is executable");
 
+    // The launcher runs the bundle install built (main.ts when there is none).
+    const launcher = Deno.readTextFileSync(`${tm}/.onestor`);
+    const entry = launcher.match(/\[ -f '([^']+)' \]/)?.[1];
+    assert.ok(entry && Deno.statSync(entry).isFile, launcher);
+    assert.match(launcher, /exec '[^']+' run .* "\$ONESTOR_MAIN" "\$@"/);
+
     // TM monitor through its symlink: reads stdin, prints nothing, exit 0.
     const monitor = await runCommand([`${tm}/monitor`, "100"], { stdin: "PERTX0RSSVZFUl9BQ1RJT05fREFUQT4=" });
     assert.equal(monitor.code, 0, monitor.stderr);

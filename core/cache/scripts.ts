@@ -1,0 +1,553 @@
+/**
+ * The scripts a deployment runs on the replica: each does all the work of one step in one SSH
+ * command, under the cache folder's lock where records change, so that a cache hit costs one
+ * command (which also streams the disk to the hypervisor) and a miss two (look, then fill).
+ *
+ * - {@linkcode serveScript} ("serve"): makes the cache folder and its marker, applies pending
+ *   invalidations, then checks the entry against the front-end image's identity and the promoted
+ *   files' fingerprint; a valid entry is pinned and, in the same command, copied to the hypervisor
+ *   (or left pinned for a hypervisor that pulls), then unpinned. While another process fills the
+ *   entry it waits on that filler's wait lock (no polling from the front-end) and serves the entry
+ *   the moment it is promoted. Otherwise it reports what it found (and, on a miss, the state of
+ *   every cache folder of the replica, for eviction).
+ * - {@linkcode fillScript} ("fill"): under the lock, checks that nothing changed since "serve"
+ *   looked, applies the evictions the front-end planned, takes the lease; then receives the
+ *   front-end's stream into the fill folder while forwarding it to the hypervisor (cut-through);
+ *   then **promotes** the entry, still in the same command, only when the stream was complete
+ *   (trailer, byte counts), the image did not change on the front-end while it was read, the lease
+ *   is still this process's, and the record it replaces is still the one seen: the record is
+ *   written from the content checksums the front-end computed while sending, and a fingerprint of
+ *   the promoted files.
+ *
+ * Records are judged and written as text (entry.ts fixes their layout): no JSON parser is needed
+ * on the replica.
+ *
+ * @module
+ */
+
+import { confine, type Confinement } from "../remote/confine.ts";
+import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
+import { TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
+import { sumsFunction } from "../transfer/hashes.ts";
+import { entryName, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
+import { changeScript, type StoreChange } from "./store.ts";
+
+/** Shell functions shared by the replica scripts (bash). */
+export function prelude(): ShellScript {
+  return raw(`onestor_expires() { sed -n 's/.*"expires_at":\\([0-9]*\\)}$/\\1/p' "$1" 2>/dev/null; }
+onestor_owner() { sed -n 's/^{[^}]*"owner":"\\([^"]*\\)".*/\\1/p' "$1" 2>/dev/null; }
+onestor_ffp() { find "$1" "$1.snap" -printf '%y %s %Ts %p\\n' 2>/dev/null | LC_ALL=C sort | sha256sum | cut -c1-64; }
+onestor_record() { printf 'ONESTOR_RECORD %s %s %s\\n' "$1" "$(stat -c %Y -- "$1")" "$(base64 -w0 <"$1")"; }
+onestor_live_pins() {
+  _n=$(date +%s)
+  for _p in "$1"${PIN_INFIX}*; do
+    [ -f "$_p" ] || continue
+    [ "$(onestor_expires "$_p")" -gt "$_n" ] 2>/dev/null && return 0
+  done
+  return 1
+}`);
+}
+
+/** The lines that print the state of every cache folder under `parent` (for eviction). */
+export function folderScanScript(parent: string): ShellScript {
+  return sh`for d in ${raw(`${quote(parent.replace(/\/+$/, "") || "/")}/*/`)}; do
+  [ "$(cat "$d.monitor" 2>/dev/null)" = replica ] || continue
+  ( cd -- "$d" || exit 0
+    printf 'ONESTOR_FOLDER %s\\n' "\${d%/}"
+    echo "ONESTOR_NOW=$(date +%s)"
+    df -B1 -P . | { read -r _; read -r _ total used avail _ && echo "ONESTOR_FS=$total,$used,$avail"; }
+    for f in * .onestor-fill-*; do
+      [ -e "$f" ] || [ -L "$f" ] || continue
+      case "$f" in
+      *.tmp.*) ;;
+      *.onestor.json | *.onestor-lease.json | *${raw(PIN_INFIX)}*) onestor_record "$f" ;;
+      *)
+        printf 'ONESTOR_ITEM %s|%s|%s\\n' "$(du -sB1 -- "$f" | cut -f1)" "$(stat -c %Y -- "$f")" "$f"
+        case "$f" in
+        .onestor-fill-*) ;;
+        *.snap) stat -c 'ONESTOR_STAT %F|%s|%Y|%b|%B|%n' -- "$f" "$f"/* "$f"/.[!.]* 2>/dev/null ;;
+        *) stat -c 'ONESTOR_STAT %F|%s|%Y|%b|%B|%n' -- "$f" ;;
+        esac
+        ;;
+      esac
+    done )
+done`;
+}
+
+/** A pending invalidation to apply on the replica. */
+export interface PendingInvalidation {
+  /** The image path (its folder and name on the replica). */
+  source: string;
+  reason: string;
+}
+
+/**
+ * Lines that remove the entries of `invalidations` (their files too, unless a deployment copies
+ * from them: those are left to their reader and removed later as leftovers). Prints
+ * `ONESTOR_INVALIDATED <source>` per image done (also when it was not cached).
+ */
+export function invalidationsScript(invalidations: readonly PendingInvalidation[]): ShellScript {
+  if (invalidations.length === 0) return raw(":");
+  const blocks = invalidations.map((inv) => {
+    const slash = inv.source.lastIndexOf("/");
+    const dir = inv.source.slice(0, slash) || "/";
+    const image = inv.source.slice(slash + 1);
+    return sh`( cd -- ${dir} 2>/dev/null || { echo ${`ONESTOR_INVALIDATED ${inv.source}`}; exit 0; }
+  exec 7>>${LOCK_NAME} && flock -w 30 7 || exit 0
+  pinned=false
+  onestor_live_pins ${image} && pinned=true
+  printf '{"at":%s,"event":"invalidate","image":%s,"source":%s,"reason":%s,"pinned":%s}\\n' "$(date +%s)" \\
+    ${JSON.stringify(image)} ${JSON.stringify(inv.source)} ${
+      JSON.stringify(inv.reason)
+    } "$pinned" >>${LOG_NAME}
+  rm -f -- ${entryName(image)}
+  if [ "$pinned" = false ]; then rm -rf -- ${image} ${`${image}.snap`} ${`${image}.md5sum`}; fi
+  echo ${`ONESTOR_INVALIDATED ${inv.source}`} )`;
+  });
+  return sh`${raw(blocks.map((b) => b.text).join("\n"))}`;
+}
+
+/** What {@linkcode serveScript} is asked to do. */
+export interface ServeParams {
+  /** The replica (named in a refusal) and where scripts may write there. */
+  host: string;
+  confine: Confinement;
+  /** Cache folder on the replica. */
+  dir: string;
+  /** Image name (`<hash>`). */
+  image: string;
+  /** The record prefix of the front-end image's identity (recordPrefix), or null when unknown. */
+  expect: string | null;
+  /** The record head of the image version (recordHead): a record with it but another checksum needs the identity. */
+  head: string;
+  /**
+   * The front-end already compared its identity in the record's algorithm: a record with the head
+   * but not `expect` holds other content (a miss), not a question.
+   */
+  identityChecked?: boolean;
+  /** This process's owner id (its own lease is not waited for). */
+  owner: string;
+  /** Pin: file name and text up to `expires_at`; null to only look (no pin, no copy). */
+  pin: { name: string; prefix: string } | null;
+  leaseSeconds: number;
+  /** Longest wait in this command for a live lease of another process (seconds). */
+  waitSeconds: number;
+  /** REPLICA_CACHE_VERIFY=checksum: re-read the pinned entry's files and compare with these sums. */
+  verify: { algorithm: string; sums: Record<string, string> } | null;
+  /** The copy to run while the entry is pinned (a sender piped into the hypervisor); null: leave it pinned. */
+  copy: ShellScript | null;
+  /** Invalidations of this front-end's journal for this replica. */
+  invalidations: readonly PendingInvalidation[];
+  /** Parent of the cache folders, scanned on a miss for eviction (null: no scan). */
+  scan: string | null;
+  /**
+   * On a miss with no live lease of another process, take the fill lease (its text up to
+   * `acquired_at`), so that of many deployments that miss at once exactly one fills and the
+   * others wait; null: do not (a look only).
+   */
+  lease: { prefix: string } | null;
+}
+
+/** Keeps this process's pin alive while a command runs, then removes it (the entry's last use is touched). */
+export function pinnedScript(
+  params: { image: string; pin: { name: string; prefix: string }; leaseSeconds: number },
+  body: ShellScript,
+): ShellScript {
+  const renew = Math.max(1, Math.floor(params.leaseSeconds / 3));
+  return sh`pin=${params.pin.name}
+pinp=${params.pin.prefix}
+# The renewer keeps no descriptor of the script: its sleeping would hold the command's output
+# open (and the lock descriptors' locks) after it is killed.
+( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
+  while sleep ${renew}; do
+    { flock -w 10 9 || continue
+      [ -f "$pin" ] && printf '%s%s}' "$pinp" "$(( $(date +%s) + ${params.leaseSeconds} ))" >"$pin.tmp" && mv -f "$pin.tmp" "$pin"
+    } 9>>${LOCK_NAME}
+  done ) &
+renewer=$!
+( ${body}
+)
+copyrc=$?
+kill "$renewer" 2>/dev/null
+{ flock -w 30 9; rm -f -- "$pin"; touch -c -- ${entryName(params.image)}; } 9>>${LOCK_NAME}`;
+}
+
+/** The "serve" script (see the module doc). Prints `ONESTOR_SERVE <outcome> ...` lines. */
+export function serveScript(p: ServeParams): ShellScript {
+  const sumsText = p.verify
+    ? Object.keys(p.verify.sums).sort().map((n) => `${p.verify!.sums[n]}  ${n}\n`).join("")
+    : "";
+  const pinWrite = p.pin
+    ? sh`printf '%s%s}' ${p.pin.prefix} "$((now + ${p.leaseSeconds}))" >${`${p.pin.name}.tmp`} &&
+      mv -f -- ${`${p.pin.name}.tmp`} ${p.pin.name} || exit 74
+    touch -c -- "$rec"
+    flock -u 9
+    break`
+    : sh`flock -u 9
+    echo "ONESTOR_SERVE hit"
+    exit 0`;
+  const afterPin = p.pin === null ? raw(":") : sh`${
+    p.verify
+      ? sh`${sumsFunction()}
+got=$(onestor_sums ${p.verify.algorithm} ${Object.keys(p.verify.sums).sort()} 2>"$t/sumerr" | LC_ALL=C sort)
+want=${sumsText.trimEnd()}
+verdict=
+if grep -q ONESTOR_NO_HASH "$t/sumerr"; then verdict=${`nohash ${p.verify.algorithm}`}
+elif [ "$got" != "$(printf '%s\n' "$want" | LC_ALL=C sort)" ]; then verdict="bad content checksum mismatch on the replica"
+fi
+if [ -n "$verdict" ]; then
+  flock -w 30 9 || true
+  rm -f -- ${p.pin!.name}
+  if ! onestor_live_pins "$img"; then
+    printf '{"at":%s,"event":"drop","image":"%s","why":"%s"}\n' "$(date +%s)" "$img" "$verdict" >>${LOG_NAME}
+    rm -rf -- "$rec" "$img" "$img.snap"
+  fi
+  flock -u 9
+  echo "ONESTOR_SERVE $verdict"
+  exit 0
+fi`
+      : raw(":")
+  }
+${
+    p.copy
+      ? sh`${pinnedScript({ image: p.image, pin: p.pin!, leaseSeconds: p.leaseSeconds }, p.copy)}
+echo "ONESTOR_SERVE hit rc=$copyrc"
+exit 0`
+      : sh`echo "ONESTOR_SERVE pinned"
+exit 0`
+  }`;
+  const writes = [`${p.dir}/.monitor`, `${p.dir}/${entryName(p.image)}`, `${p.dir}/${leaseName(p.image)}`];
+  if (p.pin) writes.push(`${p.dir}/${p.pin.name}`);
+  const removes = p.invalidations.map((i) => i.source);
+  return sh`set -o pipefail
+${confine(p.confine, p.host, { write: writes, remove: removes })}
+${prelude()}
+img=${p.image}
+rec=${entryName(p.image)}
+lease=${leaseName(p.image)}
+expect=${p.expect ?? ""}
+head=${p.head}
+mkdir -p -- ${p.dir} && cd -- ${p.dir} || exit 73
+if [ "$(cat .monitor 2>/dev/null)" != replica ]; then
+  printf 'replica\\n' >.monitor.tmp.$$ && mv -f .monitor.tmp.$$ .monitor || exit 73
+fi
+t=$(mktemp -d) || exit 70
+trap 'rm -rf "$t"' EXIT
+${invalidationsScript(p.invalidations)}
+exec 9>>${LOCK_NAME} || exit 73
+exec 8>>${waitLockName(p.image)} || exit 73
+deadline=$(( $(date +%s) + ${p.waitSeconds} ))
+waited=
+while :; do
+  flock -w 30 9 || { echo "ONESTOR_SERVE busy"; exit 0; }
+  now=$(date +%s)
+  state=absent
+  if [ -f "$rec" ]; then
+    text=$(cat -- "$rec")
+    if [ -n "$expect" ] && [[ $text == "$expect"* ]]; then
+      fp=$(onestor_ffp "$img")
+      if [[ $text == *"\\"files_fp\\":\\"$fp\\""* ]]; then state=valid; else state=broken; fi
+    elif [[ $text == "$head"* ]]; then state=${p.identityChecked ? raw("changed") : raw("identity")}
+    else state=changed
+    fi
+  fi
+  if [ $state = valid ]; then
+    ${pinWrite}
+  fi
+  if [ $state = identity ]; then
+    echo "ONESTOR_NOW=$now"
+    echo "ONESTOR_SERVE identity"
+    onestor_record "$rec"
+    flock -u 9
+    exit 0
+  fi
+  lexp=0
+  lowner=
+  if [ -f "$lease" ]; then lexp=$(onestor_expires "$lease"); lowner=$(onestor_owner "$lease"); fi
+  if [ "\${lexp:-0}" -gt "$now" ] && [ "$lowner" != ${p.owner} ]; then
+    flock -u 9
+    if [ "$now" -ge "$deadline" ]; then
+      echo "ONESTOR_NOW=$now"
+      echo "ONESTOR_SERVE wait $lowner"
+      exit 0
+    fi
+    [ -n "$waited" ] || { echo "ONESTOR_WAITING $lowner"; waited=$now; }
+    # Woken when the filler ends (it holds the wait lock while it fills); a filler that is not
+    # holding it (starting, or dead with its lease still running) is looked at again shortly.
+    flock -s -w "$((deadline - now))" 8 && flock -u 8
+    sleep 0.2
+    continue
+  fi
+  echo "ONESTOR_NOW=$now"
+  echo "ONESTOR_SERVE miss $state"
+  [ -f "$rec" ] && onestor_record "$rec"
+  [ -f "$lease" ] && onestor_record "$lease"
+  ${
+    p.lease
+      ? sh`oldfill=
+  if [ -f "$lease" ]; then
+    oldfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
+    printf '{"at":%s,"event":"lease-takeover","image":"%s","owner":%s,"from":"%s"}\\n' "$now" "$img" \\
+      ${JSON.stringify(p.owner)} "$lowner" >>${LOG_NAME}
+  fi
+  printf '%s%s,"expires_at":%s}' ${p.lease.prefix} "$now" "$((now + ${p.leaseSeconds}))" >"$lease.tmp.$$" &&
+    mv -f -- "$lease.tmp.$$" "$lease" || exit 74
+  [ -z "$oldfill" ] || rm -rf -- "$oldfill"
+  echo "ONESTOR_LEASE $now"`
+      : raw(":")
+  }
+  flock -u 9
+  ${p.scan === null ? raw(":") : folderScanScript(p.scan)}
+  exit 0
+done
+[ -z "$waited" ] || echo "ONESTOR_WAITED $(( $(date +%s) - waited ))"
+${afterPin}`;
+}
+
+/** A forward of the fill stream to the hypervisor. */
+export type FillForward =
+  /** The replica connects to the hypervisor and runs this (a receiver behind a hop). */
+  | { kind: "push"; script: ShellScript }
+  /** The hypervisor pulls through a named pipe in the cache folder (REPLICA_STORAGE_IP of the replica). */
+  | { kind: "pull"; fifo: string; connectSeconds: number };
+
+/** What {@linkcode fillScript} is asked to do. */
+export interface FillParams {
+  /** The replica (named in a refusal) and where scripts may write there. */
+  host: string;
+  confine: Confinement;
+  dir: string;
+  image: string;
+  /** Fill folder name. */
+  fill: string;
+  /** When "serve" took the lease for this process: nothing is done unless it is still ours. */
+  acquired: number;
+  /** The record text seen by "serve" (null: absent): nothing is done if it changed. */
+  expectRecord: string | null;
+  /** Lease text up to its `acquired_at` value (leasePrefix). */
+  leasePrefix: string;
+  leaseSeconds: number;
+  /** Evictions planned by the front-end, each a conditional change in its own folder. */
+  evictions: readonly { dir: string; change: StoreChange }[];
+  /** Event log line of the fill start (JSON). */
+  startLog: string;
+  /** The record to write: head with the algorithm, who filled it, the image size, sorted names. */
+  record: {
+    /** The image path (for the event log). */
+    source: string;
+    head: string;
+    algorithm: string;
+    filledBy: string;
+    size: number;
+    /** Regular files, sorted as their sums arrive from the front-end. */
+    sumNames: readonly string[];
+    /** Every file of the entry (image, `.snap`, what it holds), sorted. */
+    files: readonly string[];
+  };
+  forward: FillForward | null;
+  /** Decompression of the incoming stream ("" when none). */
+  decompress: string;
+}
+
+/** The "fill" script (see the module doc). Reads the front-end's stream on stdin. */
+export function fillScript(p: FillParams): ShellScript {
+  const json = (s: string) => JSON.stringify(s);
+  const sumKeys = p.record.sumNames.map(json);
+  const fileKeys = p.record.files.map(json);
+  // An eviction in this folder runs under the lock this script holds; one in another cache folder
+  // of the replica takes that folder's lock.
+  const evictions = p.evictions.map((e) =>
+    e.dir === p.dir
+      ? sh`( ${changeScript(e.change, sh`exit 3`)} ) ||
+  { flock -u 9; echo "ONESTOR_FILL conflict an evicted entry changed"; exit 0; }`
+      : sh`( cd -- ${e.dir} || exit 3
+  exec 7>>${LOCK_NAME} && flock -w 30 7 || exit 3
+  ${
+        changeScript(e.change, sh`exit 3`)
+      } ) || { flock -u 9; echo "ONESTOR_FILL conflict an evicted entry changed"; exit 0; }`
+  );
+  const forward = p.forward;
+  let branch: ShellScript;
+  if (forward?.kind === "push") {
+    branch = sh`mkfifo "$t/f" || exit 70
+( bash -c ${forward.script.text} <"$t/f" >"$t/fout" 2>"$t/ferr"; echo $? >"$t/frc" ) &
+fwd=$!
+tee -p "$t/f" | ${
+      raw(p.decompress ? `${p.decompress} | ` : "")
+    }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
+xrc=$?
+wait $fwd`;
+  } else if (forward?.kind === "pull") {
+    branch = sh`fifo=${forward.fifo}
+rm -f -- "$fifo" "$fifo.connected" && mkfifo -- "$fifo" || exit 70
+# A hypervisor that never comes would block the stream: after the connect time, drain it here.
+( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
+  sleep ${forward.connectSeconds}; [ -e "$fifo.connected" ] || { echo never >"$t/fnever"; cat -- "$fifo" >/dev/null; } ) &
+wd=$!
+tee -p "$fifo" | ${
+      raw(p.decompress ? `${p.decompress} | ` : "")
+    }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
+xrc=$?
+kill "$wd" 2>/dev/null
+rm -f -- "$fifo" "$fifo.connected"
+[ -e "$t/fnever" ] && echo "ONESTOR_FORWARD never connected"`;
+  } else {
+    branch = sh`${
+      raw(p.decompress ? `${p.decompress} | ` : "")
+    }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
+xrc=$?`;
+  }
+  const writes = [p.fill, p.image, `${p.image}.snap`, entryName(p.image), leaseName(p.image)]
+    .map((n) => `${p.dir}/${n}`);
+  const removes = p.evictions.flatMap((e) =>
+    e.change.ops.flatMap((o) => o.op === "remove" ? [`${e.dir}/${o.name}`] : [])
+  );
+  return sh`set -o pipefail
+${confine(p.confine, p.host, { write: writes, remove: removes })}
+${prelude()}
+img=${p.image}
+rec=${entryName(p.image)}
+lease=${leaseName(p.image)}
+fill=${p.fill}
+leasep=${p.leasePrefix}
+cd -- ${p.dir} || exit 73
+t=$(mktemp -d) || exit 70
+trap 'rm -rf "$t"' EXIT
+trap 'exit 143' TERM INT HUP
+exec 9>>${LOCK_NAME} || exit 73
+exec 8>>${waitLockName(p.image)} || exit 73
+flock -w 30 9 || { echo "ONESTOR_FILL conflict the cache lock stayed busy"; exit 0; }
+acq=${p.acquired}
+ours() { [[ $(cat -- "$lease" 2>/dev/null) == "$leasep$acq,"* ]]; }
+ours || { flock -u 9; echo "ONESTOR_FILL conflict the lease is no longer this process's"; exit 0; }
+${
+    p.expectRecord === null
+      ? sh`[ ! -e "$rec" ] || { flock -u 9; echo "ONESTOR_FILL conflict the record changed"; exit 0; }`
+      : sh`[ -f "$rec" ] && [ "$(cat -- "$rec")" = ${p.expectRecord} ] ||
+  { flock -u 9; echo "ONESTOR_FILL conflict the record changed"; exit 0; }`
+  }
+${raw(evictions.map((e) => e.text).join("\n"))}
+printf '%s' "$leasep$acq,\\"expires_at\\":$(( $(date +%s) + ${p.leaseSeconds} ))}" >"$lease.tmp.$$" &&
+  mv -f -- "$lease.tmp.$$" "$lease" || exit 74
+rm -rf -- "$fill"
+printf '%s\\n' ${p.startLog} >>${LOG_NAME} 2>/dev/null
+flock -u 9
+flock -w 30 8 || true
+echo "ONESTOR_FILL started"
+( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
+  while sleep ${Math.max(1, Math.floor(p.leaseSeconds / 3))}; do
+    { flock -w 10 9 || continue
+      ours && printf '%s' "$leasep$acq,\\"expires_at\\":$(( $(date +%s) + ${p.leaseSeconds} ))}" >"$lease.tmp.r" &&
+        mv -f -- "$lease.tmp.r" "$lease"
+    } 9>>${LOCK_NAME}
+  done ) &
+renewer=$!
+mkdir -- "$fill" || exit 73
+${branch}
+kill "$renewer" 2>/dev/null
+problem=
+end="$fill/${TRAILER}"
+if [ ! -f "$end" ]; then problem="the stream ended before the front-end finished (unpacking exit $xrc)"
+elif [ "$(sed -n 's/^rc=//p' "$end")" != 0 ]; then problem="the front-end's tar failed"
+elif [ "$xrc" != 0 ]; then problem="unpacking failed (tar exit $xrc)"
+elif [ "$(sed -n 's/^changed=//p' "$end")" != 0 ]; then problem="the image changed on the front-end while it was copied"
+elif [ "$(sed -n 's/^sums_rc=//p' "$end")" != 0 ]; then problem="the front-end could not checksum the files it sent"
+elif [ "$(sed -n 's/^alg=//p' "$end")" != ${p.record.algorithm} ]; then problem="unexpected checksum algorithm"
+else
+  sent=$(sed -n 's/^bytes=//p' "$end")
+  got=$(sed -n 's/^Total bytes read: \\([0-9]*\\).*/\\1/p' "$t/err")
+  tb=$(( (1536 + ($(stat -c %s "$end") + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
+  if [ -z "$sent" ] || [ -z "$got" ] || [ "$got" -lt $((sent + tb)) ] || [ "$got" -gt $((sent + tb + ${TAR_RECORD})) ]; then
+    problem="read $got bytes for $sent sent"
+  fi
+fi
+if [ -z "$problem" ]; then
+  mapfile -t names < <(sed -n 's/^sum [0-9a-f]*  //p' "$end")
+  mapfile -t sums < <(sed -n 's/^sum \\([0-9a-f]*\\)  .*/\\1/p' "$end")
+  want=(${p.record.sumNames})
+  keys=(${sumKeys})
+  if [ "\${names[*]}" != "\${want[*]}" ] || [ \${#sums[@]} -ne \${#want[@]} ]; then
+    problem="the front-end's checksums do not list the image's files"
+  else
+    sj=
+    for i in "\${!keys[@]}"; do sj="$sj\${sj:+,}\${keys[$i]}:\\"\${sums[$i]}\\""; done
+    checksum=$({ printf '%s\\n' ${p.record.algorithm}; sed -n 's/^sum //p' "$end"; } | sha256sum | cut -c1-64)
+    files=
+    alloc=0
+    fnames=(${p.record.files})
+    fkeys=(${fileKeys})
+    for i in "\${!fnames[@]}"; do
+      f="$fill/\${fnames[$i]}"
+      if ! [ -e "$f" ] && ! [ -L "$f" ]; then problem="\${fnames[$i]} is missing from the fill folder"; break; fi
+      IFS='|' read -r kind size mtime blocks unit < <(stat -c '%F|%s|%Y|%b|%B' -- "$f")
+      case $kind in regular*) ty=f ;; directory) ty=d ;; "symbolic link") ty=l ;; *) ty=f ;; esac
+      a=$((blocks * unit))
+      alloc=$((alloc + a))
+      files="$files\${files:+,}{\\"name\\":\${fkeys[$i]},\\"type\\":\\"$ty\\",\\"size\\":$size,\\"mtime\\":$mtime,\\"allocated\\":$a}"
+    done
+  fi
+fi
+promoted=
+if [ -z "$problem" ]; then
+  flock -w 60 9 || problem="the cache lock stayed busy"
+  if [ -z "$problem" ]; then
+    if ! ours; then problem="another process took the fill lease over"
+    elif ${
+    p.expectRecord === null
+      ? sh`[ -e "$rec" ]`
+      : sh`! { [ -f "$rec" ] && [ "$(cat -- "$rec")" = ${p.expectRecord} ]; }`
+  }; then problem="the cache records changed meanwhile"
+    elif onestor_live_pins "$img"; then problem="the previous entry is still being copied by a deployment"
+    else
+      now=$(date +%s)
+      printf '{"at":%s,"event":"promote","image":"%s","source":%s,"owner":%s,"bytes":%s}\\n' "$now" "$img" \\
+        ${json(p.record.source)} ${json(p.record.filledBy)} "$sent" >>${LOG_NAME} 2>/dev/null
+      rm -rf -- "$rec" "$img" "$img.md5sum" "$img.snap" && mv -f -- "$fill/$img" "$img" &&
+        { [ ! -e "$fill/$img.snap" ] || mv -f -- "$fill/$img.snap" "$img.snap"; } || exit 74
+      fp=$(onestor_ffp "$img")
+      record=${p.record.head}"\\"algorithm\\":\\"${
+    raw(p.record.algorithm)
+  }\\",\\"checksum\\":\\"$checksum\\",\\"sums\\":{$sj}},\\"files\\":[$files],\\"size\\":${p.record.size},\\"allocated\\":$alloc,\\"created_at\\":$now,\\"filled_by\\":"${
+    json(p.record.filledBy)
+  }",\\"files_fp\\":\\"$fp\\"}"
+      printf '%s' "$record" >"$rec.tmp.$$" && mv -f -- "$rec.tmp.$$" "$rec" || exit 74
+      rm -f -- "$lease"
+      rm -rf -- "$fill"
+      promoted=1
+    fi
+    flock -u 9
+  fi
+fi
+if [ -n "$promoted" ]; then
+  echo "ONESTOR_FILL promoted bytes=$sent"
+else
+  echo "ONESTOR_FILL not-promoted $problem"
+  { flock -w 30 9 && { ! ours || { rm -f -- "$lease"; rm -rf -- "$fill"; }; }; flock -u 9; } 2>/dev/null
+fi
+${
+    forward?.kind === "push"
+      ? raw(`cat "$t/fout"
+echo "ONESTOR_FORWARD rc=$(cat "$t/frc" 2>/dev/null)"
+sed 's/^/forward: /' "$t/ferr" | tail -n 4 >&2`)
+      : raw(":")
+  }
+grep -v '^Total bytes read' "$t/err" | tail -n 3 | sed 's/^/replica: /' >&2
+exit 0`;
+}
+
+/**
+ * The command a pulling hypervisor runs on the replica (through its own SSH hop) to read the
+ * cut-through stream: waits for the named pipe of the fill, marks itself connected, reads it.
+ */
+export function pullFifoScript(dir: string, fifo: string, waitSeconds: number): ShellScript {
+  return sh`cd -- ${dir} || exit 66
+i=0
+while [ ! -p ${fifo} ]; do
+  i=$((i + 1)); [ $i -le ${
+    waitSeconds * 10
+  } ] || { echo ${`No cut-through stream ${fifo} on the replica`} >&2; exit 66; }
+  sleep 0.1
+done
+: >${`${fifo}.connected`}
+exec cat -- ${fifo}`;
+}
