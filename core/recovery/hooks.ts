@@ -287,6 +287,7 @@ export async function leaveStatus(
     host,
     statusFileScript(hypervisorGuard(services.config, host), vmDir, diskId, statusLine(diskId, time, error)),
     {
+      what: `Error writing the recovery status of disk ${diskId} in ${vmDir}`,
       check: false,
       timeoutMs: services.controlTimeoutMs,
     },

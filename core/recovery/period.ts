@@ -409,6 +409,7 @@ export async function runPeriod(
       ).catch((e) => logWarn(`${label}: clean-up on ${disk.host} failed: ${oneLine(e)}`));
     } else {
       await runner.run(disk.host, statusFileScript(hvGuard, disk.vmDir, disk.diskId, line), {
+        what: `Error writing the recovery status of disk ${disk.diskId} in ${disk.vmDir}`,
         check: false,
         timeoutMs: services.controlTimeoutMs,
       }).catch(() => {});

@@ -229,7 +229,11 @@ export async function startProtection(services: TmServices, request: ProtectRequ
           request.diskId,
           statusLine(request.diskId, now, null),
         ),
-        { check: false, timeoutMs: services.controlTimeoutMs },
+        {
+          what: `Error writing the recovery status of disk ${request.diskId} in ${request.vmDir}`,
+          check: false,
+          timeoutMs: services.controlTimeoutMs,
+        },
       ).catch(() => {});
       logInfo(`${label}: protected on ${request.replica}; point 0 is the image (no copy)`);
     }

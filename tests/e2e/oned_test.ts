@@ -1,5 +1,6 @@
 /**
- * End-to-end tests under a real oned (OpenNebula 7.3.80 from ../shared/oned, dummy hosts): every
+ * End-to-end tests under a real oned (OpenNebula 7.3.80 from ../shared/oned; hosts with the dummy
+ * IM, the hypervisors' VMM a dummy that reports DEPLOY_IDs as OpenNebula's KVM driver does): every
  * step is an administrator's CLI command (`oneimage`, `onevm`, ...), oned drives onestor's installed
  * drivers with its own arguments, and the tests look at what ended up on the hosts' disks.
  *
@@ -7,7 +8,12 @@
  * - a VM's whole life on a local and on a replica system datastore: deploy (OS image, persistent
  *   image, volatile fs and swap disks), guest writes, disk snapshots created, reverted and deleted
  *   while powered off, disk resize, cold migration, stop and resume, disk-saveas, terminate;
- * - 8 parallel deploys of one new image on the replica datastore: the front-end sends it once.
+ * - 8 parallel deploys of one new image on the replica datastore: the front-end sends it once;
+ * - `onevm recover --recreate` of a VM with a protected disk (RECOVERY_SNAPSHOT_FREQ) whose host
+ *   died: its points taken by the installed `onestor recovery run` through oned's vmpool while a
+ *   libvirt domain runs over the deployed disk, then the host killed and taken offline; oned
+ *   recreates the VM (same id) on the other host, where the disk is as it was at the last point
+ *   and the next point is an increment on it.
  *
  * After each step the disks are checked on every host (where the VM folder is and is not, format,
  * size, standalone qcow2, data patterns, file system signatures, checksums), and every VM's states
@@ -18,7 +24,8 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { ONED_DATASTORES, onedTest, OnedWorld } from "../support/oned_world.ts";
+import { domainUuid, ONED_DATASTORES, onedTest, OnedWorld } from "../support/oned_world.ts";
+import { chunkPatterns, domainXml } from "../support/libvirt_lab.ts";
 import { assertPatterns, assertStandalone, listDir, type Pattern } from "../support/disk_checks.ts";
 import { childText, xpathAll } from "../../core/one/xml.ts";
 import { statesInVmLog } from "../support/vm_states.ts";
@@ -259,9 +266,11 @@ async function vmLife(one: OnedWorld, t: Deno.TestContext, imagesDs: number, sys
 }
 
 onedTest(
-  "end-to-end under a real oned: images, a VM's life on local and replica datastores, parallel deploys",
+  "end-to-end under a real oned: images, a VM's life on local and replica datastores, parallel deploys, " +
+    "recreate after a host died",
   async (t) => {
-    await using one = await OnedWorld.start();
+    // libvirtd on hv1 and hv2 for the recreate (see OnedWorldOptions.libvirt).
+    await using one = await OnedWorld.start({ libvirt: true });
     const images = await one.createDatastore({
       NAME: "onestor_images",
       DS_MAD: "onestor",
@@ -385,5 +394,173 @@ onedTest(
         await one.cli(["oneimage", "delete", image]);
       },
     );
+
+    // Last: it kills hv1.
+    await recreateAfterHostDies(one, t, images, replica);
   },
 );
+
+/** Where the replica keeps recovery points (REPLICA_RECOVERY_SNAPS_DIR's default). */
+const SNAPS = `${ONED_DATASTORES}/replica_snaps`;
+
+/** A point of a recovery record (record.json on the replica), as far as the test reads it. */
+interface RecordPoint {
+  id: number;
+  kind: string;
+  data: number;
+  top: string;
+}
+
+/**
+ * `onevm recover --recreate` of a VM with a protected disk whose host died, on the replica system
+ * datastore `sys`: oned deploys it on hv1, a libvirt domain runs over the deployed disk (the dummy
+ * VMM starts none), the installed `onestor recovery run` finds the disk through oned's vmpool and
+ * takes its points while the guest writes; hv1 is killed and taken offline, oned recreates the VM
+ * (same id) on hv2, where the disk must be what it was at the last point, and the protection goes
+ * on there. Kills hv1: the world's last scenario.
+ */
+async function recreateAfterHostDies(one: OnedWorld, t: Deno.TestContext, imagesDs: number, sys: number) {
+  const hv = one.libvirt!;
+  const SIZE_MB = 64;
+  const image = await one.createImage(imagesDs, {
+    NAME: "protected-os",
+    PATH: await sourceFile(one, "protected.qcow2", "qcow2", SIZE_MB, [{
+      byte: 0x11,
+      offset: 0,
+      length: 4 * MiB,
+    }]),
+    TYPE: "OS",
+  });
+  /** What the guest sees, per MiB of the disk. */
+  const expected = [0x11, 0x11, 0x11, 0x11, ...new Array(SIZE_MB - 4).fill(0)];
+  const vm = await one.deployVm({
+    name: "protected",
+    // A short period: the pass below forces its points anyway.
+    disks: [{ image, attrs: { RECOVERY_SNAPSHOT_FREQ: 4 } }],
+    host: "hv1",
+    ds: sys,
+    // Where the recreate is scheduled to (hv1 is offline by then anyway).
+    schedHost: "hv2",
+  });
+  const dir = `${ONED_DATASTORES}/${sys}/${vm}`;
+  const domain = `one-${vm}`;
+  const record = async (): Promise<{ points: RecordPoint[]; head: number | null }> =>
+    JSON.parse(await one.sh("replica", `cat ${SNAPS}/${vm}/disk.0.recovery/record.json`));
+  const content = async (host: string) =>
+    chunkPatterns(await hv.readImage(host, `${dir}/disk.0`), MiB, SIZE_MB);
+  const startDomain = (host: string) =>
+    hv.create(
+      host,
+      domainXml({ vmId: vm, uuid: domainUuid(vm), disks: [{ path: `${dir}/disk.0`, target: "vda" }] }),
+    );
+  const write = async (host: string, pattern: number, mib: number, count: number) => {
+    await hv.guestWrite(host, domain, "vda", pattern, mib * MiB, count * MiB);
+    for (let i = 0; i < count; i++) expected[mib + i] = pattern;
+    return count * MiB;
+  };
+  /** One pass of the installed `onestor recovery run --force`, as the systemd unit runs it: every protected disk of oned's vmpool. */
+  const period = async (written: number): Promise<RecordPoint> => {
+    const run = await one.onestor(["recovery", "run", "--force", "--json"]);
+    assert.equal(run.code, 0, `recovery run: ${run.stderr}${run.stdout}`);
+    const report = JSON.parse(run.stdout) as {
+      outcomes: { vmId: number; diskId: number; status: string; error?: string; point?: RecordPoint }[];
+    };
+    const outcome = report.outcomes.find((o) => o.vmId === vm && o.diskId === 0);
+    assert.ok(outcome, `the pass found VM ${vm} disk 0 in oned's vmpool: ${run.stdout}`);
+    assert.equal(outcome.status, "done", outcome.error);
+    assert.equal(outcome.point!.kind, "incremental");
+    assert.equal(outcome.point!.data, written, "the increment holds exactly what the guest wrote");
+    return outcome.point!;
+  };
+
+  await t.step(
+    "recreate: deployed by oned on hv1, protected from point 0, a domain over the disk",
+    async () => {
+      assert.deepEqual(await one.placement(vm), { host: "hv1", ds: sys, dir });
+      assert.equal(childText(await one.one.vmInfo(vm), "DEPLOY_ID"), domainUuid(vm));
+      const r = await record();
+      assert.deepEqual(r.points.map((p) => [p.id, p.kind]), [[0, "base"]], "point 0 is the cached image");
+      assert.match(
+        await one.sh("hv1", `qemu-img info --output=json ${dir}/disk.0`),
+        /"name": "onestor-rec-0-0"/,
+      );
+      await startDomain("hv1");
+    },
+  );
+
+  let last: RecordPoint;
+  let atLastPoint: number[] = [];
+  await t.step(
+    "recreate: the guest writes, the installed recovery run takes incremental points",
+    async () => {
+      await period(await write("hv1", 0x31, 8, 2));
+      // 0x33 overwrites a MiB of the first point: the second holds it again.
+      last = await period(await write("hv1", 0x32, 12, 3) + await write("hv1", 0x33, 9, 1));
+      atLastPoint = [...expected];
+      assert.equal((await record()).head, last.id);
+      // Written after the last point: lost with the host.
+      await write("hv1", 0x3f, 20, 1);
+      assert.notDeepEqual(await content("hv1"), atLastPoint);
+    },
+  );
+
+  await t.step(
+    "recreate: hv1 dies and goes offline; the VM comes back on hv2 from its last point",
+    async () => {
+      await one.lab.killHost("hv1");
+      await one.hostOffline("hv1");
+      await one.vmAction(vm, ["recover", "--recreate"], "RUNNING", 300_000);
+      assert.deepEqual(await one.placement(vm), { host: "hv2", ds: sys, dir }, "the same VM, on hv2");
+      // What oned told the driver: the record of hv1 closed with ACTION 14 (DELETE_RECREATE).
+      const records = xpathAll(await one.one.vmInfo(vm), "HISTORY_RECORDS/HISTORY/ACTION");
+      assert.equal(records.at(-2), "14", `history ACTIONs ${records.join(" ")}`);
+      assert.deepEqual(await content("hv2"), atLastPoint, "the disk as it was at the last point");
+      const info = JSON.parse(await one.sh("hv2", `qemu-img info --output=json ${dir}/disk.0`));
+      assert.equal(info.format, "qcow2");
+      assert.equal(info["virtual-size"], SIZE_MB * MiB);
+      assert.equal(info["backing-filename"], undefined, "a standalone disk");
+      assert.match(
+        JSON.stringify(info),
+        new RegExp(`"name":"onestor-rec-0-${last.id}"`),
+        "the point's bitmap",
+      );
+      assert.equal((await one.sh("hv2", `stat -c %F ${dir}/disk.0`)).trim(), "regular file");
+      // onestor's INFO lines of a successful transfer go to oned.log.
+      assert.match(
+        await one.onedLog(),
+        new RegExp(`clone: VM ${vm} disk 0: rebuilt from recovery point ${last.id} `),
+        "the clone of the recreate said which point it rebuilt",
+      );
+      const states = statesInVmLog(await one.vmLog(vm));
+      for (const s of ["CLEANUP_RESUBMIT", "PENDING", "PROLOG", "BOOT", "RUNNING"]) {
+        assert.ok(states.includes(s), `vm.log shows ${s}: ${states.join(" ")}`);
+      }
+      assert.equal((await record()).head, last.id, "the points are kept");
+      await one.assertNeverFailed(vm);
+    },
+  );
+
+  await t.step("recreate: on hv2 the next point is an increment on the restored one", async () => {
+    expected.splice(0, expected.length, ...atLastPoint);
+    await startDomain("hv2");
+    const next = await period(await write("hv2", 0x41, 30, 1));
+    assert.ok(next.id > last.id);
+    assert.deepEqual(
+      chunkPatterns(
+        await hv.readImage("replica", `${SNAPS}/${vm}/disk.0.recovery/${next.top}`),
+        MiB,
+        SIZE_MB,
+      ),
+      expected,
+      "the new point reads as the disk on hv2",
+    );
+    // The status, from oned's vmpool and the replica's record: where the VM is now, the newest point.
+    const status = await one.onestor(["recovery", "status", "--vm", String(vm), "--json"]);
+    const disk = JSON.parse(status.stdout).disks.find((d: { disk: number }) => d.disk === 0);
+    assert.ok(disk, `recovery status lists disk 0: ${status.stdout}${status.stderr}`);
+    assert.equal(disk.host, "hv2");
+    assert.equal(disk.last_point.id, next.id);
+    assert.equal(disk.last_error, null);
+    await one.assertNeverFailed(vm);
+  });
+}

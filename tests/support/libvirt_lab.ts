@@ -99,6 +99,8 @@ export interface DomainSpec {
   disks: DomainDisk[];
   /** Memory in MiB (default 64). */
   memoryMib?: number;
+  /** The domain's UUID (default: libvirt makes one up); OpenNebula's KVM driver reports it as DEPLOY_ID. */
+  uuid?: string;
 }
 
 function escapeXml(text: string): string {
@@ -130,7 +132,7 @@ export function domainXml(spec: DomainSpec): string {
     </disk>`;
   });
   return `<domain type='qemu'>
-  <name>one-${spec.vmId}</name>
+  <name>one-${spec.vmId}</name>${spec.uuid ? `\n  <uuid>${escapeXml(spec.uuid)}</uuid>` : ""}
   <memory unit='MiB'>${spec.memoryMib ?? 64}</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>

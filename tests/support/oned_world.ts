@@ -29,7 +29,8 @@
  * @module
  */
 
-import { type ExecOptions, Lab, labSupport, labTest } from "./lab.ts";
+import { type ExecOptions, type ExecResult, Lab, labSupport, labTest } from "./lab.ts";
+import { LIBVIRT_DIRS, LibvirtLab } from "./libvirt_lab.ts";
 import { MAIN } from "./run_onestor.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
 import { childText, parseXml, type XmlElement } from "../../core/one/xml.ts";
@@ -46,6 +47,20 @@ export const ONED_REMOTES = `${ONE_LOCATION}/var/remotes`;
 export const ONED_DATASTORES = "/var/lib/one/datastores";
 /** Hosts of the default world: the front-end, the cluster's replica and two hypervisors. */
 export const ONED_HOSTS = ["frontend", "replica", "hv1", "hv2"] as const;
+/** The installed launcher of onestor in oned's remotes (what the systemd unit runs). */
+export const ONED_LAUNCHER = `${ONED_REMOTES}/tm/onestor/.onestor`;
+/** VM_MAD of the hypervisors of a world with libvirt (OpenNebula's name for KVM without acceleration). */
+export const LIBVIRT_VM_MAD = "qemu";
+
+/**
+ * The UUID the lab's `qemu` VMM reports as DEPLOY_ID of VM `vm` (OpenNebula's KVM driver reports the
+ * domain's UUID): a test that starts the VM's libvirt domain itself gives it this UUID
+ * (`domainXml({ uuid })`), so that whatever looks the domain up by DEPLOY_ID finds it.
+ */
+export function domainUuid(vm: number): string {
+  return `${DOMAIN_UUID_PREFIX}${String(vm).padStart(12, "0")}`;
+}
+const DOMAIN_UUID_PREFIX = "0e570000-0000-4000-8000-";
 
 const PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const IMAGE_STATES = [
@@ -150,6 +165,16 @@ export interface OnedWorldOptions {
   logLevel?: "info" | "debug";
   /** Set REPLICA_STORAGE_IP on these hosts to their own address (default: hv1 and hv2 when present). */
   replicaStorageIp?: string[];
+  /**
+   * Hypervisors with libvirt: libvirtd (QEMU TCG) runs on hv1 and hv2 ({@linkcode OnedWorld.libvirt})
+   * and they are oned hosts with VM_MAD `qemu` (dummy IM). That VMM is a copy of the dummy VMM that
+   * reports {@linkcode domainUuid} as DEPLOY_ID, as OpenNebula's KVM driver reports the domain's
+   * UUID; like the dummy it runs no domain: a test starts the domain itself where it needs one
+   * (recovery points need a running domain). Default false: every host has the dummy VMM.
+   */
+  libvirt?: boolean;
+  /** More lines for onestor.conf (after LOG_LEVEL). */
+  config?: string;
 }
 
 /** A lab whose front-end runs a real oned, with onestor installed. */
@@ -166,6 +191,8 @@ export class OnedWorld {
   readonly hostIds = new Map<string, number>();
   /** Folder on the machine for templates and image sources, readable by oneadmin. */
   readonly files: string;
+  /** libvirtd on hv1 and hv2 when started with `libvirt: true`. */
+  libvirt: LibvirtLab | null = null;
   readonly #cliEnv: Record<string, string>;
   readonly #controlDir: string;
   #templates = 0;
@@ -196,8 +223,12 @@ export class OnedWorld {
   static async start(options: OnedWorldOptions = {}): Promise<OnedWorld> {
     const support = onedSupport();
     if (!support.ok) throw new Error(`Cannot start oned: ${support.reason}`);
-    const hosts = options.hosts ?? [...ONED_HOSTS];
-    const lab = await Lab.start({ hosts, extraDirs: [ONE_LOCATION] });
+    const hosts: string[] = options.hosts ?? [...ONED_HOSTS];
+    const hypervisors: string[] = hosts.filter((h) => h === "hv1" || h === "hv2");
+    const lab = await Lab.start({
+      hosts,
+      extraDirs: [ONE_LOCATION, ...(options.libvirt ? LIBVIRT_DIRS : [])],
+    });
     let world: OnedWorld | undefined;
     try {
       // Short: a socket path must fit in 108 bytes. Owned by oneadmin, who runs the drivers.
@@ -205,6 +236,7 @@ export class OnedWorld {
       await Deno.mkdir(controlDir, { mode: 0o700 });
       await Deno.chown(controlDir, ONEADMIN_UID, ONEADMIN_UID);
       await unpack(lab);
+      if (options.libvirt) await libvirtVmm(lab);
       let port = 0;
       let session = "";
       for (let attempt = 1;; attempt++) {
@@ -254,11 +286,13 @@ export class OnedWorld {
       await world.writeFile(
         "frontend",
         `${ONED_REMOTES}/etc/onestor/onestor.conf`,
-        `LOG_LEVEL=${options.logLevel ?? "debug"}\n`,
+        `LOG_LEVEL=${options.logLevel ?? "debug"}\n${options.config ?? ""}\n`,
       );
-      const storageIp = options.replicaStorageIp ?? hosts.filter((h) => h === "hv1" || h === "hv2");
+      if (options.libvirt) world.libvirt = await LibvirtLab.start(lab, hypervisors);
+      const storageIp = options.replicaStorageIp ?? hypervisors;
       for (const name of hosts.filter((h) => h !== "frontend")) {
-        const id = await world.cliId(["onehost", "create", name, "-i", "dummy", "-v", "dummy"]);
+        const vmm = options.libvirt && hypervisors.includes(name) ? LIBVIRT_VM_MAD : "dummy";
+        const id = await world.cliId(["onehost", "create", name, "-i", "dummy", "-v", vmm]);
         world.hostIds.set(name, id);
         if (storageIp.includes(name)) {
           await world.cli([
@@ -298,6 +332,18 @@ export class OnedWorld {
       throw new Error(`${argv.join(" ")} failed (exit ${r.code}): ${(r.stderr + r.stdout).trim()}`);
     }
     return r.stdout;
+  }
+
+  /**
+   * Runs onestor's installed launcher on the front-end as oneadmin, as the systemd unit does (e.g.
+   * `recovery run`), with the CLI's environment: ONE_XMLRPC and ONE_AUTH name this oned.
+   */
+  async onestor(argv: string[], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    return await this.lab.exec("frontend", [ONED_LAUNCHER, ...argv], {
+      user: "oneadmin",
+      env: { ...this.#cliEnv, ONESTOR_SSH_CONTROL_DIR: this.#controlDir },
+      timeoutMs: options.timeoutMs ?? 300_000,
+    });
   }
 
   /** Runs a CLI command that prints `ID: N` (create, allocate) and returns N. */
@@ -602,6 +648,37 @@ const ONEADMIN_UID = (() => {
 export function templateText(attrs: Record<string, string | number>): string {
   return Object.entries(attrs).map(([k, v]) => `${k} = "${String(v).replaceAll('"', '\\"')}"`).join("\n") +
     "\n";
+}
+
+/**
+ * Replaces the stock `qemu` VMM of the unpacked oned.conf (OpenNebula's KVM driver, whose host side
+ * the lab does not have) by a copy of the dummy VMM whose deploy reports {@linkcode domainUuid} as
+ * DEPLOY_ID instead of the dummy's `host:name:dummy`. Everything else is the dummy's: every action
+ * succeeds and no domain is started.
+ */
+async function libvirtVmm(lab: Lab): Promise<void> {
+  const mads = lab.path("frontend", `${ONE_LOCATION}/lib/mads`);
+  const ruby = await Deno.readTextFile(`${mads}/one_vmm_dummy.rb`);
+  const deployId = '"#{host}:#{name}:dummy"';
+  if (!ruby.includes(deployId)) throw new Error(`one_vmm_dummy.rb no longer reports ${deployId}`);
+  await Deno.writeTextFile(
+    `${mads}/one_vmm_lab_libvirt.rb`,
+    ruby.replace(deployId, `format('${DOMAIN_UUID_PREFIX}%012d', id.to_i)`),
+    { mode: 0o755 },
+  );
+  await Deno.copyFile(`${mads}/one_vmm_dummy`, `${mads}/one_vmm_lab_libvirt`);
+  const conf = lab.path("frontend", `${ONE_LOCATION}/etc/oned.conf`);
+  const text = await Deno.readTextFile(conf);
+  const stock = /^VM_MAD = \[\s*NAME\s*= "qemu",[^\]]*\]/m;
+  if (!stock.test(text)) throw new Error(`${conf} has no VM_MAD named qemu`);
+  await Deno.writeTextFile(
+    conf,
+    text.replace(
+      stock,
+      `VM_MAD = [ NAME = "${LIBVIRT_VM_MAD}", SUNSTONE_NAME = "QEMU (lab: dummy, DEPLOY_ID = domain UUID)",\n` +
+        `  EXECUTABLE = "one_vmm_lab_libvirt", TYPE = "xml" ]`,
+    ),
+  );
 }
 
 /** A TCP port free on 127.0.0.1 right now. */
