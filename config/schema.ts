@@ -261,6 +261,20 @@ export const SETTINGS = [
     usedBy: "core/remote (every hop)",
   },
   {
+    key: "SSH_CIPHERS",
+    file: "onestor.conf",
+    type: "list",
+    default:
+      "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr",
+    meaning: "Ciphers onestor's ssh commands offer, first preferred (OpenSSH `Ciphers`), on every hop. " +
+      "AES-GCM runs on the AES instructions of x86 and ARM server CPUs: about 1.5x the throughput of " +
+      "OpenSSH's default chacha20-poly1305 per core on image data, so a copy costs the sending and receiving " +
+      "hosts less CPU. `default` leaves the choice to ssh_config and OpenSSH. A `Ciphers` option in " +
+      "SSH_OPTS, REPLICA_SSH_OPTS or REPLICA_SSH_FE_OPTS wins over this setting.",
+    usedBy: "core/remote (every hop)",
+    upstream: "Upstream used OpenSSH's default cipher (chacha20-poly1305).",
+  },
+  {
     key: "SSH_FORWARD_AGENT",
     file: "onestor.conf",
     type: "boolean",
@@ -465,7 +479,8 @@ export const SETTINGS = [
     type: "ssh-options",
     default: "",
     meaning: "OpenSSH options for image data from the front-end to a replica (cache fill). Empty keeps " +
-      "OpenSSH's defaults, which favour security on public links.",
+      "OpenSSH's defaults, which favour security on public links, with SSH_CIPHERS' order (AES-GCM first: " +
+      "as strong as OpenSSH's first choice, and faster on server CPUs).",
     usedBy: "core/transfer (front-end → replica)",
   },
   {

@@ -8,7 +8,7 @@
 
 import { type Config, loadConfig } from "../config/load.ts";
 import { HostRunner, localHostNames } from "./remote/runner.ts";
-import { SshClient } from "./remote/ssh.ts";
+import { ciphersSetting, hopDefaults, SshClient } from "./remote/ssh.ts";
 import { OneLookup } from "./one/lookup.ts";
 import { transferDefaults } from "./transfer/copy.ts";
 import type { HashAlgorithm } from "./transfer/hashes.ts";
@@ -22,6 +22,7 @@ export function getConfig(): Config {
     config = loadConfig();
     transferDefaults.checksum = checksumProgram();
     transferDefaults.compression = config.transferCompression;
+    hopDefaults.ciphers = ciphersSetting(config.sshCiphers);
   }
   return config;
 }
@@ -41,6 +42,7 @@ export function sshClientFrom(cfg: Config): SshClient {
     connectTimeout: cfg.sshConnectTimeout,
     options: cfg.sshOpts,
     forwardAgent: cfg.sshForwardAgent,
+    ciphers: ciphersSetting(cfg.sshCiphers),
   });
 }
 

@@ -12,7 +12,7 @@ import { runDoctor } from "../../core/doctor/doctor.ts";
 import { buildReport, plainLines, tableLines } from "../../core/doctor/render.ts";
 import { OneClient } from "../../core/one/xmlrpc.ts";
 import { HostRunner, localHostNames } from "../../core/remote/runner.ts";
-import { SshClient } from "../../core/remote/ssh.ts";
+import { ciphersSetting, SshClient } from "../../core/remote/ssh.ts";
 import { contentAlgorithm, getConfig } from "../../core/runtime.ts";
 import { HASH_PROGRAMS } from "../../core/transfer/hashes.ts";
 import type { Config } from "../../config/load.ts";
@@ -58,6 +58,7 @@ function probeRunner(config: Config): HostRunner {
     connectTimeout: config.sshConnectTimeout,
     options: [...config.sshOpts, "-o", "ControlMaster=no", "-o", "ControlPath=none"],
     forwardAgent: config.sshForwardAgent,
+    ciphers: ciphersSetting(config.sshCiphers),
   });
   const extra = (Deno.env.get("ONESTOR_FRONTEND_NAMES") ?? "").split(/[\s,]+/).filter((n) => n !== "");
   return new HostRunner(ssh, localHostNames(extra));

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { RemoteError, type RemoteFailureKind } from "../errors.ts";
+import { ConfigError, RemoteError, type RemoteFailureKind } from "../errors.ts";
 import { lastLines, runCommand, type RunOptions, type RunResult } from "./process.ts";
 import { quote, sh, type ShellScript } from "./shell.ts";
 import { hostName } from "../validate.ts";
@@ -31,6 +31,50 @@ export interface SshSettings {
   forwardAgent?: boolean;
   /** Program to run instead of `ssh` (tests). */
   program?: string;
+  /** Ciphers offered, first preferred (SSH_CIPHERS); empty: OpenSSH's choice. Default {@linkcode DEFAULT_CIPHERS}. */
+  ciphers?: readonly string[];
+}
+
+/**
+ * The ciphers offered by default: AES-GCM first, which the AES instructions of server CPUs make about
+ * 1.5x as fast as chacha20-poly1305 per core on image data (measured 423 against 273 MB/s on one hop),
+ * then the rest of OpenSSH's usual set, so a host that refuses AES-GCM still connects.
+ */
+export const DEFAULT_CIPHERS: readonly string[] = [
+  "aes128-gcm@openssh.com",
+  "chacha20-poly1305@openssh.com",
+  "aes256-gcm@openssh.com",
+  "aes128-ctr",
+  "aes256-ctr",
+];
+
+/** Defaults of the host-to-host hops run inside remote scripts, set once per process (core/runtime.ts). */
+export const hopDefaults: { ciphers: readonly string[] } = { ciphers: DEFAULT_CIPHERS };
+
+/** The `-o Ciphers=...` words of a cipher list (none for an empty list); refuses anything but cipher names. */
+export function cipherArgs(ciphers: readonly string[]): string[] {
+  if (ciphers.length === 0) return [];
+  for (const c of ciphers) {
+    if (!/^[a-z0-9][a-z0-9@.-]*$/.test(c)) throw new TypeError(`Bad SSH cipher name '${c.slice(0, 80)}'`);
+  }
+  return ["-o", `Ciphers=${ciphers.join(",")}`];
+}
+
+/**
+ * The cipher list of SSH_CIPHERS: `default` means none of ours (OpenSSH and ssh_config decide).
+ * @throws {ConfigError} for a word that is no cipher name.
+ */
+export function ciphersSetting(list: readonly string[]): string[] {
+  if (list.length === 1 && list[0].toLowerCase() === "default") return [];
+  const bad = list.find((c) => !/^[a-z0-9][a-z0-9@.-]*$/.test(c));
+  if (bad !== undefined) {
+    throw new ConfigError(
+      `SSH_CIPHERS: '${
+        bad.slice(0, 80)
+      }' is no OpenSSH cipher name (see \`ssh -Q cipher\`), or write default`,
+    );
+  }
+  return [...list];
 }
 
 /** Per-call options of {@linkcode SshClient.run}. */
@@ -165,7 +209,8 @@ export class SshClient {
         `ControlPersist=${s.controlPersist}`,
       );
     }
-    return [...args, ...(s.options ?? []), ...hopOptions];
+    // OpenSSH takes the first value given for an option: a Ciphers in the administrator's options wins.
+    return [...args, ...(s.options ?? []), ...hopOptions, ...cipherArgs(s.ciphers ?? DEFAULT_CIPHERS)];
   }
 
   /** The full ssh argv that runs `script` on `host`. */
@@ -254,9 +299,14 @@ export function remoteCommand(script: ShellScript, shell: RemoteShell = "sh"): s
 export function hopScript(
   target: string,
   script: ShellScript,
-  options: { hopOptions?: readonly string[]; connectTimeout?: number; shell?: RemoteShell } = {},
+  options: {
+    hopOptions?: readonly string[];
+    connectTimeout?: number;
+    shell?: RemoteShell;
+    ciphers?: readonly string[];
+  } = {},
 ): ShellScript {
-  const hop = [...(options.hopOptions ?? [])];
+  const hop = [...(options.hopOptions ?? []), ...cipherArgs(options.ciphers ?? hopDefaults.ciphers)];
   hostName(target);
   return sh`ssh -o BatchMode=yes -o ConnectTimeout=${
     options.connectTimeout ?? 10
