@@ -261,7 +261,7 @@ export async function run(rows: RecoveryRow[]): Promise<void> {
   );
   rows.push({
     name: `rebuild of the qcow2 disk on another host at recreate (tm clone from its recovery point)`,
-    baseline: "tar -S | ssh of the point's files replica → host, unverified",
+    baseline: "tar -S \\| ssh of the point's files replica → host, unverified",
     seconds: restoreSeconds,
     baselineSeconds: copySeconds,
     note: "onestor checks every file of the point against its checksum, converts the chain into one disk, " +
