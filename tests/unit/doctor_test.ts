@@ -95,7 +95,7 @@ function inventory(): Inventory {
     ],
     hosts: [
       host(hostXml({ id: 1, name: "hv1" })),
-      host(hostXml({ id: 2, name: "hv2", template: { REPLICA_STORAGE_IP: "10.0.0.2" } })),
+      host(hostXml({ id: 2, name: "hv2", template: { REPLICA_STORAGE_IP: "127.0.9.2" } })),
       host(hostXml({ id: 3, name: "hv3", state: 4 })),
       host(hostXml({ id: 4, name: "hv5", clusterId: 5 })),
       host(hostXml({ id: 5, name: "fe" })),
@@ -129,7 +129,7 @@ Deno.test("buildPlan() derives roles, folders, tools and every pair that must ta
   // hv2 has a REPLICA_STORAGE_IP: the replica pushes there, with REPLICA_SSH_OPTS.
   assert.deepEqual(
     replica.hops.map((h) => `${h.target}@${h.address} ${h.options.join(" ")}`),
-    ["hv1@hv1 -c aes128-gcm@openssh.com", "hv2@10.0.0.2 -c aes128-gcm@openssh.com", "fe@fe "],
+    ["hv1@hv1 -c aes128-gcm@openssh.com", "hv2@127.0.9.2 -c aes128-gcm@openssh.com", "fe@fe "],
   );
   const cluster = buildPlan(inventory(), settings, { cluster: 5, host: null });
   assert.deepEqual(cluster.hosts.map((h) => h.name), ["hv5", "r5"]);
