@@ -18,6 +18,8 @@
  * @module
  */
 
+import { childPids as children } from "./processes.ts";
+
 /** CPU time in seconds. */
 export interface CpuSeconds {
   user: number;
@@ -71,24 +73,6 @@ function exists(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** Direct children of a process. */
-function children(pid: number): number[] {
-  const out: number[] = [];
-  try {
-    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-      try {
-        const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
-        if (text) out.push(...text.split(/\s+/).map(Number));
-      } catch {
-        // Thread gone.
-      }
-    }
-  } catch {
-    // Process gone.
-  }
-  return out;
 }
 
 /** One cgroup per host of a lab. */

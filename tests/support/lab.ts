@@ -22,6 +22,7 @@
 
 import { dirname, normalize, resolve } from "node:path";
 import { CpuAccounting, type CpuSeconds } from "./cpu_accounting.ts";
+import { childPids as children } from "./processes.ts";
 
 /** Names of the hosts of a default lab. */
 export const LAB_HOSTS = ["frontend", "replica", "hv1", "hv2"] as const;
@@ -236,24 +237,6 @@ function killIfSame(p: ProcId | null | undefined, signal: Deno.Signal): void {
   } catch {
     // It exited in between.
   }
-}
-
-/** Direct children of a process, from /proc/<pid>/task/<tid>/children. */
-function children(pid: number): number[] {
-  const out: number[] = [];
-  try {
-    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-      try {
-        const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
-        if (text) out.push(...text.split(/\s+/).map(Number));
-      } catch {
-        // Thread exited.
-      }
-    }
-  } catch {
-    // Process exited.
-  }
-  return out;
 }
 
 /** SIGKILLs a process and all its descendants; repeated so that a process forking meanwhile is caught. */

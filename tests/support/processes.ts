@@ -42,3 +42,21 @@ export function processesWith(marker: string, comm?: string): number[] {
   }
   return pids;
 }
+
+/** Direct children of a process, from /proc/<pid>/task/<tid>/children (empty once it is gone). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+        if (text) out.push(...text.split(/\s+/).map(Number));
+      } catch {
+        // Thread exited.
+      }
+    }
+  } catch {
+    // Process exited.
+  }
+  return out;
+}
