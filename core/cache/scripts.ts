@@ -29,6 +29,7 @@ import { confine, type Confinement } from "../remote/confine.ts";
 import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
 import { sumsFunction } from "../transfer/hashes.ts";
+import { teeFunction, widenPipes } from "../transfer/pipes.ts";
 import { entryName, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
 import { changeScript, type StoreChange } from "./store.ts";
 
@@ -372,7 +373,7 @@ export function fillScript(p: FillParams): ShellScript {
     branch = sh`mkfifo "$t/f" || exit 70
 ( bash -c ${forward.script.text} <"$t/f" >"$t/fout" 2>"$t/ferr"; echo $? >"$t/frc" ) &
 fwd=$!
-tee -p "$t/f" | ${
+onestor_tee "$t/f" | ${
       raw(p.decompress ? `${p.decompress} | ` : "")
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?
@@ -384,7 +385,7 @@ rm -f -- "$fifo" "$fifo.connected" && mkfifo -- "$fifo" || exit 70
 ( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
   sleep ${forward.connectSeconds}; [ -e "$fifo.connected" ] || { echo never >"$t/fnever"; cat -- "$fifo" >/dev/null; } ) &
 wd=$!
-tee -p "$fifo" | ${
+onestor_tee "$fifo" | ${
       raw(p.decompress ? `${p.decompress} | ` : "")
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?
@@ -405,6 +406,8 @@ xrc=$?`;
   return sh`set -o pipefail
 ${confine(p.confine, p.host, { write: writes, remove: removes })}
 ${prelude()}
+${teeFunction()}
+${widenPipes("STDIN")}
 img=${p.image}
 rec=${entryName(p.image)}
 lease=${leaseName(p.image)}
@@ -549,5 +552,7 @@ while [ ! -p ${fifo} ]; do
   sleep 0.1
 done
 : >${`${fifo}.connected`}
-exec cat -- ${fifo}`;
+exec <${fifo}
+${widenPipes("STDIN", "STDOUT")}
+exec cat`;
 }

@@ -40,6 +40,7 @@ import type { HostRunner } from "../remote/runner.ts";
 import { joinScripts, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { hopScript } from "../remote/ssh.ts";
 import { frontendStateDir } from "../cache/state_dir.ts";
+import { widenPipes } from "./pipes.ts";
 import { logWarn } from "../one/log.ts";
 import {
   agreedAlgorithm,
@@ -250,6 +251,7 @@ fp0=$(onestor_fp "$@")`)
   }
 ${sums ? sumsFunction() : raw(":")}
 {
+  ${widenPipes("STDOUT")}
   ${
     sums
       ? sh`${
@@ -321,6 +323,7 @@ ${
       write: [`${dir}/${tmp}`, ...finals, ...(request.to.writes ?? [])],
     })
   }
+${widenPipes("STDIN")}
 mkdir -p -- ${dir} && cd -- ${dir} || exit 73
 ${request.to.prepare ?? raw(":")}
 staged=${`${dir}/${tmp}`}
