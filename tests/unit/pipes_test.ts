@@ -92,6 +92,7 @@ Deno.test("onestor_tee keeps feeding the cache when the forward closes early, an
   assert.ok(await same(input, `${dir}/out`), "the output got everything");
   assert.equal((await Deno.stat(`${dir}/fwd`)).size, 100000);
   const closed = await teeRun("head -c 5000 >out", "cat >fwd");
+  assert.equal(closed.stdout.trim(), "rc=0 fwd=0", closed.stderr);
   assert.ok(await same(input, `${dir}/fwd`), "the forward got everything");
   assert.equal((await Deno.stat(`${dir}/out`)).size, 5000);
 });
