@@ -27,6 +27,7 @@ import { classifySshFailure, describeSshFailure } from "../remote/ssh.ts";
 import {
   type Compression,
   type CopyRequest,
+  type KnownSums,
   type ReceiverOutcome,
   receiverOutcome,
   senderScript,
@@ -35,7 +36,7 @@ import {
 import type { HashAlgorithm } from "../transfer/hashes.ts";
 import { fillName, type ImageIdentity, leaseName, leasePrefix, LOCK_NAME, recordHead } from "./entry.ts";
 import { type EvictionCandidate, removalOps } from "./eviction.ts";
-import { identityFrom, type ImageStat, recordIdentity } from "./identity.ts";
+import { identityFrom, type ImageStat, recordIdentity, senderFingerprint } from "./identity.ts";
 import { type FillForward, fillScript } from "./scripts.ts";
 import type { ReplicaFolder } from "./store.ts";
 
@@ -47,6 +48,8 @@ export interface FillRequest {
   owner: string;
   /** Content checksum algorithm of the entry. */
   algorithm: HashAlgorithm;
+  /** The image's checksums from the sidecar (null: computed while the stream is sent). */
+  known?: KnownSums | null;
   /** When "serve" took the lease for this process (replica time). */
   acquired: number;
   /** The record text "serve" saw (null: absent). */
@@ -198,7 +201,11 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
   };
   const ssh = runner.ssh.argv(folder.replica, script, request.frontendHopOptions, "bash");
   const pipeline = senderScript(sender, sh`bash -c ${watchedSink(ssh, request.ownerPid ?? Deno.pid).text}`, {
-    sums: { algorithm: request.algorithm, names: regular },
+    sums: {
+      algorithm: request.algorithm,
+      names: regular,
+      known: request.known && regular.every((n) => request.known!.sums[n]) ? request.known : undefined,
+    },
     fingerprint: true,
   });
   const what = `Error filling the cache of ${folder.replica} with ${stat.path}`;
@@ -256,7 +263,7 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
   const sums = sourceSums(err);
   if (marker(err, "ONESTOR_SRC_CHANGED") === "0" && sums && regular.every((n) => n in sums)) {
     outcome.identity = await identityFrom(stat, request.algorithm, sums);
-    await recordIdentity(stat, outcome.identity);
+    await recordIdentity(stat, outcome.identity, senderFingerprint(err));
   }
   if (outcome.promoted) {
     (request.log?.info ?? logInfo)(

@@ -13,9 +13,11 @@
  */
 
 import { InputError } from "../errors.ts";
+import { logDebug } from "../one/log.ts";
 import type { HostRunner } from "../remote/runner.ts";
 import { sh } from "../remote/shell.ts";
 import { type HashAlgorithm, parseSumLines, sumsFunction } from "../transfer/hashes.ts";
+import { fingerprintFunction, type KnownSums } from "../transfer/copy.ts";
 import { contentDigest, type ImageIdentity, type SourceFile } from "./entry.ts";
 import { frontendStateDir, keyFileName } from "./state_dir.ts";
 
@@ -49,6 +51,8 @@ interface Sidecar {
   algorithm: string;
   checksum: string;
   sums: Record<string, string>;
+  /** The files' fingerprint (`onestor_fp`) when the sums were computed, when known. */
+  fingerprint?: string;
 }
 
 async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
@@ -149,8 +153,40 @@ export async function cachedIdentity(stat: ImageStat, algorithm: string): Promis
   };
 }
 
+/**
+ * The sums of the version of the image described by `stat` with the fingerprint they were
+ * computed for, when the sidecar has both: a fill sends them instead of reading the image again.
+ */
+export async function knownSums(stat: ImageStat, algorithm: string): Promise<KnownSums | null> {
+  const identity = await cachedIdentity(stat, algorithm);
+  if (!identity) return null;
+  try {
+    const sidecar: Sidecar = JSON.parse(await Deno.readTextFile(await sidecarPath(stat.path, algorithm)));
+    if (!sidecar.fingerprint || sidecar.checksum !== identity.checksum) return null;
+    return { sums: identity.sums, fingerprint: sidecar.fingerprint };
+  } catch {
+    return null;
+  }
+}
+
+/** The fingerprint a sender printed (`ONESTOR_SRC_FP <base64>`), or undefined. */
+export function senderFingerprint(stderr: string): string | undefined {
+  // A line of its own, though a progress line ending in "\r" may come first (xxhsum prints one).
+  const b64 = stderr.match(/(?:^|\r)ONESTOR_SRC_FP ([A-Za-z0-9+/=]+)$/m)?.[1];
+  if (!b64) return undefined;
+  try {
+    return new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Records the identity of the version of the image described by `stat` (atomically; best effort). */
-export async function recordIdentity(stat: ImageStat, identity: ImageIdentity): Promise<void> {
+export async function recordIdentity(
+  stat: ImageStat,
+  identity: ImageIdentity,
+  fingerprint?: string,
+): Promise<void> {
   const file = await sidecarPath(stat.path, identity.algorithm);
   const sidecar: Sidecar = {
     path: stat.path,
@@ -161,6 +197,7 @@ export async function recordIdentity(stat: ImageStat, identity: ImageIdentity): 
     algorithm: identity.algorithm,
     checksum: identity.checksum,
     sums: identity.sums,
+    ...(fingerprint ? { fingerprint } : {}),
   };
   try {
     await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
@@ -216,10 +253,19 @@ export async function imageIdentity(
   const again = await cachedIdentity(stat, algorithm);
   if (again) return again;
   const regular = stat.files.filter((f) => f.type === "f").map((f) => f.name);
+  const snap = `${stat.name}.snap`;
+  // The fingerprint as a fill's sender takes it (same folder, same entries in the same order).
   const out = await runner.output(
     null,
     sh`${sumsFunction()}
-cd -- ${stat.dir} && onestor_sums ${algorithm} ${regular}`,
+${fingerprintFunction()}
+cd -- ${stat.dir} || exit 66
+set -- ${stat.name}
+if [ -e ${snap} ] || [ -L ${snap} ]; then set -- "$@" ${snap}; fi
+fp0=$(onestor_fp "$@")
+onestor_sums ${algorithm} ${regular} || exit
+[ "$fp0" = "$(onestor_fp "$@")" ] && printf 'ONESTOR_SRC_FP %s\\n' "$(printf '%s' "$fp0" | base64 -w0)"
+exit 0`,
     {
       shell: "bash",
       what: `Error computing the ${algorithm} checksum of ${stat.path}`,
@@ -230,6 +276,26 @@ cd -- ${stat.dir} && onestor_sums ${algorithm} ${regular}`,
     throw new InputError(`Image ${stat.path} changed while its checksum was computed`);
   }
   const identity = await identityFrom(stat, algorithm, parseSumLines(out));
-  await recordIdentity(stat, identity);
+  await recordIdentity(stat, identity, senderFingerprint(out));
   return identity;
+}
+
+/**
+ * Computes and records the identity of an image the datastore driver just wrote on this
+ * front-end, while it is still in the page cache: the image's first deployment through a replica
+ * then sends it without reading it a second time (a hole is as costly to read as data). Best
+ * effort: without it the first fill computes the checksum as it sends.
+ */
+export async function learnIdentity(
+  runner: HostRunner,
+  path: string,
+  algorithm: HashAlgorithm,
+): Promise<void> {
+  try {
+    await imageIdentity(runner, await statImage(path), algorithm);
+  } catch (error) {
+    logDebug(
+      `The ${algorithm} checksum of ${path} is left for its first deployment: ${(error as Error).message}`,
+    );
+  }
 }

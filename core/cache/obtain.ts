@@ -34,10 +34,10 @@ import {
   token,
 } from "../transfer/copy.ts";
 import { FALLBACK_ALGORITHM, type HashAlgorithm, hasLocally, recordLack } from "../transfer/hashes.ts";
-import { type ImageIdentity, parseLease, type Pin, pinName, pinPrefix } from "./entry.ts";
+import { type ImageIdentity, parseEntry, parseLease, type Pin, pinName, pinPrefix } from "./entry.ts";
 import { type CacheLimits, cacheUsage, planEviction } from "./eviction.ts";
 import { fillEntry, type FillOutcome, releaseLease } from "./fill.ts";
-import { cachedIdentity, imageIdentity, type ImageStat } from "./identity.ts";
+import { cachedIdentity, imageIdentity, type ImageStat, knownSums } from "./identity.ts";
 import { jitter } from "./lease.ts";
 import { type PendingInvalidation, pinnedScript, pullFifoScript } from "./scripts.ts";
 import { serve } from "./serve.ts";
@@ -111,6 +111,36 @@ export class DeliveryError extends Error {
 /** The parent folder of a cache folder (where the replica's cache folders are scanned). */
 function parentOf(dir: string): string {
   return dir.slice(0, dir.lastIndexOf("/")) || "/";
+}
+
+/**
+ * The identity the process that filled `entryText` records, when that process runs on this
+ * front-end: waited for while it is alive (it records it right after its fill returns), at most
+ * 30 s. Null when the record was filled elsewhere or the filler ended without recording it.
+ */
+async function fillerIdentity(
+  stat: ImageStat,
+  algorithm: HashAlgorithm,
+  entryText: string,
+  owner: string,
+): Promise<ImageIdentity | null> {
+  const filledBy = parseEntry(entryText)?.filled_by ?? "";
+  const [host, pid] = filledBy.split(":");
+  if (!host || host !== owner.split(":")[0] || !/^[0-9]+$/.test(pid ?? "")) return null;
+  const alive = () => {
+    try {
+      Deno.statSync(`/proc/${pid}`);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const known = await cachedIdentity(stat, algorithm);
+    if (known || !alive() || Date.now() > until) return known;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Gets (and delivers) a valid entry (see the module doc). @throws {RemoteError} when the replica is unusable. */
@@ -209,7 +239,12 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
         // A record of this image version filled elsewhere (another front-end, or another
         // algorithm): compare with the image's checksum in the record's algorithm.
         const alg = outcome.algorithm ?? algorithm;
-        if (!hasLocally(alg)) {
+        // Filled a moment ago by another deployment on this front-end, which records the
+        // identity as soon as its fill returns: wait for that rather than read the image again.
+        const fromFiller = await fillerIdentity(stat, alg, outcome.entryText, request.owner);
+        if (fromFiller) {
+          identity = fromFiller;
+        } else if (!hasLocally(alg)) {
           identity = await cachedIdentity(stat, algorithm) ?? await imageIdentity(runner, stat, algorithm);
         } else {
           identity = await imageIdentity(runner, stat, alg);
@@ -348,6 +383,7 @@ async function fillWithForward(
     stat: request.stat,
     owner: request.owner,
     algorithm: f.algorithm,
+    known: await knownSums(request.stat, f.algorithm),
     announce: f.announce,
     acquired: f.acquired,
     expectRecord: f.expectRecord,

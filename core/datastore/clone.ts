@@ -14,7 +14,8 @@ import { logInfo } from "../one/log.ts";
 import { convertScript } from "../image/qemu_img.ts";
 import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
-import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
+import { checksumProgram, contentAlgorithm, transferTimeoutMs } from "../runtime.ts";
+import { learnIdentity } from "../cache/identity.ts";
 import { datastoreDriver } from "../validate.ts";
 import { copyEntries } from "../transfer/copy.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
@@ -89,5 +90,6 @@ mv -f -- ${tmp} ${dst}`,
     await runner.run(host, cleanup, { check: false }).catch(() => {});
     throw error;
   }
+  if (runner.isLocal(host)) await learnIdentity(runner, dst, contentAlgorithm());
   return { source: dst, driver };
 }

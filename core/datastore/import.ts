@@ -18,7 +18,8 @@ import { logInfo } from "../one/log.ts";
 import { DatastoreType, ImageType } from "../one/objects.ts";
 import { confined } from "../remote/confine.ts";
 import { sh } from "../remote/shell.ts";
-import { checksumProgram, transferTimeoutMs } from "../runtime.ts";
+import { checksumProgram, contentAlgorithm, transferTimeoutMs } from "../runtime.ts";
+import { learnIdentity } from "../cache/identity.ts";
 import { datastoreDriver } from "../validate.ts";
 import { dsConfinement, type DsEnv, workHost } from "./env.ts";
 import { checkHashValue, openImageStream, parseRate } from "./image_stream.ts";
@@ -202,6 +203,7 @@ export async function importImage(env: DsEnv): Promise<ImportResult> {
       await runner.run(host, confined(c, host, { remove: [dst] }, sh`rm -f -- ${dst}`), { check: false });
       throw new OneStorError(`Unknown image format src=${plan.path}`);
     }
+    if (runner.isLocal(host)) await learnIdentity(runner, dst, contentAlgorithm());
     return { source: dst, format: final.format === "luks" ? "raw" : final.format };
   } catch (error) {
     await cleanup();

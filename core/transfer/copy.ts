@@ -200,12 +200,35 @@ export interface SenderOptions {
    * parallel, mostly from the page cache) and shipped in the trailer (`sum` lines): of `names`
    * in that order, or of every regular file of the entries.
    */
-  sums?: { algorithm: HashAlgorithm; names?: readonly string[] } | null;
+  sums?: { algorithm: HashAlgorithm; names?: readonly string[]; known?: KnownSums } | null;
   /**
    * Compare a fingerprint of the entries (type, size, inode, mtime of every file) before and after
-   * they are read; the trailer says `changed=1` when the source changed meanwhile.
+   * they are read; the trailer says `changed=1` when the source changed meanwhile. The fingerprint
+   * is printed on stderr (`ONESTOR_SRC_FP <base64>`) when it did not change.
    */
   fingerprint?: boolean;
+}
+
+/**
+ * Checksums of the entries known from an earlier read of the same version (the front-end's
+ * sidecar): sent in the trailer instead of reading the files again, and only for the version
+ * whose fingerprint ({@linkcode fingerprintFunction}) they were computed for. A source whose
+ * fingerprint differs when the send starts is reported as changed, so nothing is promoted with
+ * them.
+ */
+export interface KnownSums {
+  /** Checksum of each regular file, by name. */
+  sums: Readonly<Record<string, string>>;
+  /** The entries' fingerprint when the sums were computed. */
+  fingerprint: string;
+}
+
+/**
+ * Shell function `onestor_fp NAME...`: type, size, inode, mtime (ns) and name of every file of
+ * the entries, sorted: equal output means the same version of the files.
+ */
+export function fingerprintFunction(): ShellScript {
+  return raw(`onestor_fp() { find "$@" -printf '%y %s %i %T@ %p\\n' 2>&1 | LC_ALL=C sort; }`);
 }
 
 /** Shell lines selecting the entries into "$@" (a missing required entry fails with exit 66). */
@@ -244,16 +267,22 @@ t=$(mktemp -d) || exit 70
 trap 'rm -rf "$t"' EXIT
 trap 'exit 143' TERM INT HUP
 ${
-    options.fingerprint
-      ? raw(`onestor_fp() { find "$@" -printf '%y %s %i %T@ %p\\n' 2>&1 | LC_ALL=C sort; }
-fp0=$(onestor_fp "$@")`)
+    options.fingerprint || sums?.known
+      ? sh`${fingerprintFunction()}
+fp0=$(onestor_fp "$@")
+stale=`
       : raw(":")
   }
-${sums ? sumsFunction() : raw(":")}
+${sums && !sums.known ? sumsFunction() : raw(":")}
 {
   ${widenPipes("STDOUT")}
   ${
-    sums
+    sums?.known
+      ? sh`printf '%s  %s\\n' ${
+        (sums.names ?? Object.keys(sums.known.sums)).flatMap((name) => [sums.known!.sums[name] ?? "", name])
+      } >"$t/sums"
+  [ "$fp0" = ${sums.known.fingerprint} ] || stale=1`
+      : sums
       ? sh`${
         sums.names
           ? sh`files=(${sums.names})`
@@ -270,15 +299,19 @@ ${sums ? sumsFunction() : raw(":")}
     echo "bytes=$(sed -n 's/^Total bytes written: \\([0-9]*\\).*/\\1/p' "$t/err")"
     ${
     sums
-      ? sh`wait $sp
-    echo "sums_rc=$?"
+      ? sh`${
+        sums.known ? raw(`echo "sums_rc=0"`) : raw(`wait $sp
+    echo "sums_rc=$?"`)
+      }
     echo ${`alg=${sums?.algorithm}`}
     sed 's/^/sum /' "$t/sums"`
       : raw(":")
   }
     ${
-    options.fingerprint
-      ? raw(`if [ "$fp0" = "$(onestor_fp "$@")" ]; then echo changed=0; else echo changed=1; fi`)
+    options.fingerprint || sums?.known
+      ? raw(
+        `if [ -z "$stale" ] && [ "$fp0" = "$(onestor_fp "$@")" ]; then echo changed=0; else echo changed=1; fi`,
+      )
       : raw(":")
   }
   } >"$t/${TRAILER}"
@@ -287,6 +320,13 @@ ${sums ? sumsFunction() : raw(":")}
 rc=$?
 grep -v '^Total bytes written' "$t/err" >&2
 [ -s "$t/sumerr" ] && cat "$t/sumerr" >&2
+${
+    options.fingerprint || sums?.known
+      ? raw(
+        `grep -qx changed=0 "$t/${TRAILER}" 2>/dev/null && printf 'ONESTOR_SRC_FP %s\\n' "$(printf '%s' "$fp0" | base64 -w0)" >&2`,
+      )
+      : raw(":")
+  }
 sed -n -e 's/^bytes=/ONESTOR_SRC_BYTES=/p' -e 's/^changed=/ONESTOR_SRC_CHANGED=/p' -e 's/^sums_rc=/ONESTOR_SRC_SUMS_RC=/p' \\
   -e 's/^sum /ONESTOR_SRC_SUM /p' "$t/${TRAILER}" >&2 2>/dev/null
 exit $rc`;

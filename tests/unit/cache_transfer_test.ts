@@ -15,6 +15,8 @@ import {
   cachedIdentity,
   forgetIdentity,
   imageIdentity,
+  knownSums,
+  learnIdentity,
   parseSumLines,
   sameStat,
   statImage,
@@ -301,6 +303,77 @@ Deno.test("imageIdentity() reads the image once and then answers from the sideca
   assert.notEqual(second.checksum, first.checksum);
   await forgetIdentity(stat2.path);
   assert.equal(await cachedIdentity(stat2, "blake2b"), null);
+});
+
+Deno.test("fillEntry(): sums known from the sidecar are sent without reading the image again", async () => {
+  await using s = await scratch();
+  const stat = await statImage(`${s.fe}/${IMAGE}`);
+  const want = {
+    [IMAGE]: await xxh(`${s.fe}/${IMAGE}`),
+    [`${IMAGE}.snap/0`]: await xxh(`${s.fe}/${IMAGE}.snap/0`),
+  };
+  // As the datastore driver does once it wrote the image: the sidecar gets sums and fingerprint.
+  await learnIdentity(s.runner, stat.path, "xxh128");
+  const known = await knownSums(stat, "xxh128");
+  assert.deepEqual(known?.sums, want);
+  // An xxhsum that fails proves the fill does not run it.
+  const bin = `${s.root}/bin`;
+  await Deno.mkdir(bin);
+  await Deno.writeTextFile(`${bin}/xxhsum`, "#!/bin/sh\necho no >&2\nexit 9\n");
+  await Deno.chmod(`${bin}/xxhsum`, 0o755);
+  const path = Deno.env.get("PATH")!;
+  Deno.env.set("PATH", `${bin}:${path}`);
+  try {
+    const acquired = await takeLease(s.relay, stat, "fe:1:a");
+    const result = await fillEntry(s.runner, {
+      ...fillRequest(s, stat),
+      known,
+      acquired,
+      forward: forwardTo(s.hv),
+    });
+    assert.equal(result.promoted, true, result.problem ?? "");
+    assert.deepEqual(result.identity?.sums, want);
+    assert.deepEqual(
+      parseEntry(await Deno.readTextFile(`${s.relay}/${entryName(IMAGE)}`))!.source.sums,
+      want,
+    );
+  } finally {
+    Deno.env.set("PATH", path);
+  }
+  assert.equal(await xxh(`${s.relay}/${IMAGE}`), want[IMAGE]);
+  assert.equal(await xxh(`${s.hv}/disk.0`), want[IMAGE]);
+});
+
+Deno.test("fillEntry(): known sums of another version of the image are refused, nothing is promoted", async () => {
+  await using s = await scratch();
+  const stat = await statImage(`${s.fe}/${IMAGE}`);
+  const acquired = await takeLease(s.relay, stat, "fe:1:a");
+  // Sums recorded for a version whose fingerprint is not the one the sender finds.
+  const known = {
+    sums: { [IMAGE]: "0".repeat(32), [`${IMAGE}.snap/0`]: "1".repeat(32) },
+    fingerprint: "f 1 2 3 x",
+  };
+  const result = await fillEntry(s.runner, { ...fillRequest(s, stat), known, acquired, forward: null });
+  assert.equal(result.promoted, false);
+  assert.match(result.problem ?? "", /changed on the front-end/);
+  assert.equal(result.identity, null);
+  await assert.rejects(Deno.stat(`${s.relay}/${entryName(IMAGE)}`));
+});
+
+Deno.test("a fill records the fingerprint with the sums; learnIdentity() of a missing image does nothing", async () => {
+  await using s = await scratch();
+  const stat = await statImage(`${s.fe}/${IMAGE}`);
+  assert.equal(await knownSums(stat, "xxh128"), null);
+  const acquired = await takeLease(s.relay, stat, "fe:1:a");
+  const result = await fillEntry(s.runner, { ...fillRequest(s, stat), acquired, forward: null });
+  assert.equal(result.promoted, true, result.problem ?? "");
+  const known = await knownSums(stat, "xxh128");
+  assert.deepEqual(known?.sums, result.identity?.sums);
+  // The fingerprint is the one the identity script takes of the same files.
+  await forgetIdentity(stat.path);
+  await learnIdentity(s.runner, stat.path, "xxh128");
+  assert.equal((await knownSums(stat, "xxh128"))?.fingerprint, known?.fingerprint);
+  await learnIdentity(s.runner, `${s.fe}/missing`, "xxh128");
 });
 
 Deno.test("statImage() refuses a missing image or a folder", async () => {
