@@ -191,6 +191,7 @@ export async function fillEntry(runner: HostRunner, request: FillRequest): Promi
     },
     forward: request.forward,
     decompress: { none: "", gzip: "gzip -dc", zstd: "zstd -dcq", xz: "xz -dc" }[request.compression],
+    spoolBytes: request.forward?.kind === "push" ? stat.allocated : 0,
   });
   const sender: CopyRequest = {
     from: { host: null, dir: stat.dir, entries: [{ name }, { name: `${name}.snap`, optional: true }] },

@@ -157,6 +157,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
   let invalidations = request.invalidations ?? [];
   const started = Date.now();
   let announcedWait = false;
+  let joinFailed = false;
   for (let attempt = 0;; attempt++) {
     const waited = (Date.now() - started) / 1000;
     const waitBudget = request.lockTimeoutSeconds > 0
@@ -166,12 +167,18 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
     // in a command of its own once the entry is pinned.
     let tmp = "";
     let copy: ShellScript | null = null;
+    let join: ShellScript | null = null;
     if (delivery && route?.mode === "push" && request.pin) {
       tmp = `.onestor-xfer-${token()}`;
       copy = senderScript(
         delivery.copy,
         pushSink(runner, request.folder.replica, delivery.copy, route.address, tmp),
       );
+      // A fill's spool holds the front-end's stream as sent (compressed as the fill is).
+      if (delivery.cutThrough && !joinFailed) {
+        const streamed: CopyRequest = { ...delivery.copy, compression: request.compression };
+        join = pushSink(runner, request.folder.replica, streamed, route.address, tmp);
+      }
     }
     const served = performance.now();
     const run = await serve({
@@ -189,6 +196,7 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
       scan: parentOf(folder.dir),
       timeoutMs: request.transferTimeoutMs,
       takeLease: true,
+      join,
     });
     for (const source of run.invalidated) request.onInvalidated?.(source);
     if (run.invalidated.length > 0) {
@@ -220,6 +228,28 @@ export async function obtainEntry(runner: HostRunner, request: ObtainRequest): P
           waitedSeconds: outcome.waitedSeconds,
           seconds: (performance.now() - served) / 1000 - (outcome.waitedSeconds ?? 0),
         };
+      }
+      case "joined": {
+        // Received and renamed into place (a failed finishing step is the caller's to report).
+        if (outcome.copy.ok) {
+          log.info(
+            `Followed the fill of ${outcome.holder} on ${folder.replica}: the disk was copied as the image arrived`,
+          );
+          return {
+            kind: "hit",
+            copy: outcome.copy,
+            waitedSeconds: null,
+            seconds: (performance.now() - served) / 1000,
+          };
+        }
+        // The fill it followed failed or stopped: go the usual way (wait, or fill).
+        joinFailed = true;
+        log.info(
+          `Following the fill of ${outcome.holder} on ${folder.replica} failed (${
+            outcome.copy.reason ?? `exit ${outcome.copyRc}`
+          }): using the cache instead`,
+        );
+        continue;
       }
       case "pinned": {
         if (outcome.waitedSeconds !== null) {

@@ -29,8 +29,8 @@ import { confine, type Confinement } from "../remote/confine.ts";
 import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
 import { TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
 import { sumsFunction } from "../transfer/hashes.ts";
-import { teeFunction, widenPipes } from "../transfer/pipes.ts";
-import { entryName, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
+import { followFunction, teeFunction, widenPipes } from "../transfer/pipes.ts";
+import { entryName, FILL_PREFIX, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
 import { changeScript, type StoreChange } from "./store.ts";
 
 /** Shell functions shared by the replica scripts (bash). */
@@ -147,6 +147,43 @@ export interface ServeParams {
    * others wait; null: do not (a look only).
    */
   lease: { prefix: string } | null;
+  /**
+   * Follow a fill of the same image by another deployment of the same front-end instead of waiting
+   * for its end: the stream is read from the fill's spool as it arrives and piped into `script`
+   * (the hop into the hypervisor's receiver). Null: wait.
+   */
+  join: { script: ShellScript; frontend: string; source: string } | null;
+}
+
+/**
+ * The lines of the serve loop that follow another deployment's fill (see ServeParams.join): taken
+ * when the lease is this front-end's and for the same source and its spool is there (a filler
+ * that is starting gets 3 s to open it); else the deployment waits for the fill's end as without
+ * a spool.
+ */
+function joinScript(join: { script: ShellScript; frontend: string; source: string }): ShellScript {
+  return sh`if [[ $lowner == ${`${join.frontend}:`}* ]] && [[ $(cat -- "$lease" 2>/dev/null) == *${`"source":${
+    JSON.stringify(join.source)
+  },`}* ]]; then
+      lfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
+      spool=.onestor-spool-\${lfill#.onestor-fill-}
+      # Once per command: a filler that is starting gets 3 s to open its spool. Without the
+      # folder lock: the filler renews its lease under it.
+      if [ -n "$lfill" ] && [ -z "$joinwaited" ]; then
+        joinwaited=1
+        i=0
+        while [ ! -e "$spool.pid" ] && [ $i -lt 30 ] && [ -e "$lease" ]; do sleep 0.1; i=$((i + 1)); done
+      fi
+      if [ -n "$lfill" ] && spid=$(cat -- "$spool.pid" 2>/dev/null) && { exec 7<"$spool"; } 2>/dev/null; then
+        echo "ONESTOR_NOW=$now"
+        echo "ONESTOR_JOINED $lowner"
+        ( onestor_follow "$spid" <&7 | ${join.script} )
+        joinrc=$?
+        exec 7<&-
+        echo "ONESTOR_SERVE joined rc=$joinrc"
+        exit 0
+      fi
+    fi`;
 }
 
 /** Keeps this process's pin alive while a command runs, then removes it (the entry's last use is touched). */
@@ -223,6 +260,7 @@ exit 0`
   return sh`set -o pipefail
 ${confine(p.confine, p.host, { write: writes, remove: removes })}
 ${prelude()}
+${p.join ? followFunction() : raw(":")}
 img=${p.image}
 rec=${entryName(p.image)}
 lease=${leaseName(p.image)}
@@ -267,6 +305,7 @@ while :; do
   if [ -f "$lease" ]; then lexp=$(onestor_expires "$lease"); lowner=$(onestor_owner "$lease"); fi
   if [ "\${lexp:-0}" -gt "$now" ] && [ "$lowner" != ${p.owner} ]; then
     flock -u 9
+    ${p.join ? joinScript(p.join) : raw(":")}
     if [ "$now" -ge "$deadline" ]; then
       echo "ONESTOR_NOW=$now"
       echo "ONESTOR_SERVE wait $lowner"
@@ -348,6 +387,17 @@ export interface FillParams {
   forward: FillForward | null;
   /** Decompression of the incoming stream ("" when none). */
   decompress: string;
+  /**
+   * Bytes the entry will take: with a forward, the stream is also kept in a spool file (for other
+   * deployments of this front-end to follow, see {@linkcode serveScript}) when the folder has room
+   * for twice this and 256 MiB more. 0: never.
+   */
+  spoolBytes: number;
+}
+
+/** The spool of a fill folder: the stream as it arrives, for followers. */
+export function spoolName(fill: string): string {
+  return `.onestor-spool-${fill.slice(FILL_PREFIX.length)}`;
 }
 
 /** The "fill" script (see the module doc). Reads the front-end's stream on stdin. */
@@ -373,7 +423,7 @@ export function fillScript(p: FillParams): ShellScript {
     branch = sh`mkfifo "$t/f" || exit 70
 ( bash -c ${forward.script.text} <"$t/f" >"$t/fout" 2>"$t/ferr"; echo $? >"$t/frc" ) &
 fwd=$!
-onestor_tee "$t/f" | ${
+onestor_tee "$t/f" $spool | ${
       raw(p.decompress ? `${p.decompress} | ` : "")
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?
@@ -385,7 +435,7 @@ rm -f -- "$fifo" "$fifo.connected" && mkfifo -- "$fifo" || exit 70
 ( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
   sleep ${forward.connectSeconds}; [ -e "$fifo.connected" ] || { echo never >"$t/fnever"; cat -- "$fifo" >/dev/null; } ) &
 wd=$!
-onestor_tee "$fifo" | ${
+onestor_tee "$fifo" $spool | ${
       raw(p.decompress ? `${p.decompress} | ` : "")
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?
@@ -398,8 +448,16 @@ rm -f -- "$fifo" "$fifo.connected"
     }tar -b ${TAR_BLOCKING} -x -i -f - --totals -C "$fill" 2>"$t/err"
 xrc=$?`;
   }
-  const writes = [p.fill, p.image, `${p.image}.snap`, entryName(p.image), leaseName(p.image)]
-    .map((n) => `${p.dir}/${n}`);
+  const spool = spoolName(p.fill);
+  const writes = [
+    p.fill,
+    p.image,
+    `${p.image}.snap`,
+    entryName(p.image),
+    leaseName(p.image),
+    spool,
+    `${spool}.pid`,
+  ].map((n) => `${p.dir}/${n}`);
   const removes = p.evictions.flatMap((e) =>
     e.change.ops.flatMap((o) => o.op === "remove" ? [`${e.dir}/${o.name}`] : [])
   );
@@ -414,8 +472,17 @@ lease=${leaseName(p.image)}
 fill=${p.fill}
 leasep=${p.leasePrefix}
 cd -- ${p.dir} || exit 73
+spool=
+${
+    p.forward && p.spoolBytes > 0
+      ? sh`if command -v perl >/dev/null 2>&1; then
+  avail=$(df -B1 -P . | awk 'NR == 2 { print $4 }')
+  [ "\${avail:-0}" -gt ${2 * p.spoolBytes + 268435456} ] 2>/dev/null && spool=${spool}
+fi`
+      : raw(":")
+  }
 t=$(mktemp -d) || exit 70
-trap 'rm -rf "$t"' EXIT
+trap 'rm -rf "$t"; [ -z "$spool" ] || rm -f -- "$spool" "$spool.pid" "$spool".pid.*' EXIT
 trap 'exit 143' TERM INT HUP
 exec 9>>${LOCK_NAME} || exit 73
 exec 8>>${waitLockName(p.image)} || exit 73

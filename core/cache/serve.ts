@@ -43,12 +43,16 @@ export interface ServeRequest {
   timeoutMs: number;
   /** Take the fill lease on a miss (when this process would fill). */
   takeLease: boolean;
+  /** Follow a fill of this front-end in progress into this hop to the hypervisor (see scripts.ts). */
+  join?: ShellScript | null;
 }
 
 /** What "serve" found. */
 export type ServeOutcome =
   /** Valid and, with a copy, copied (`copy` says how the receiver ended). */
   | { kind: "hit"; copy: ReceiverOutcome | null; copyRc: number | null; waitedSeconds: number | null }
+  /** Another deployment's fill was followed as it arrived (`copy` says how the receiver ended). */
+  | { kind: "joined"; holder: string; copy: ReceiverOutcome; copyRc: number }
   /** Valid and pinned for a pull. */
   | { kind: "pinned"; waitedSeconds: number | null }
   /** A record of this image version exists with a checksum the front-end must compare. */
@@ -108,6 +112,15 @@ export function parseServe(
   const detail = rest.join(" ");
   let outcome: ServeOutcome | null = null;
   switch (kind) {
+    case "joined": {
+      outcome = {
+        kind: "joined",
+        holder: lines.find((l) => l.startsWith("ONESTOR_JOINED "))?.slice("ONESTOR_JOINED ".length) ?? "",
+        copy: receiverOutcome(stdout),
+        copyRc: Number(detail.match(/rc=(\d+)/)?.[1] ?? 1),
+      };
+      break;
+    }
     case "hit": {
       const rc = detail.match(/rc=(\d+)/);
       outcome = {
@@ -211,6 +224,9 @@ export async function serve(request: ServeRequest): Promise<ServeRun> {
     invalidations: request.invalidations,
     scan: request.scan,
     lease: request.takeLease ? { prefix: fillLeasePrefix(stat, request.owner) } : null,
+    join: request.join
+      ? { script: request.join, frontend: request.owner.split(":")[0], source: stat.path }
+      : null,
   });
   const result = await folder.runner.run(folder.replica, script, {
     shell: "bash",

@@ -36,10 +36,15 @@ export function widenPipes(...streams: ("STDIN" | "STDOUT")[]): ShellScript {
 }
 
 /**
- * A bash function `onestor_tee FIFO` that copies its standard input to FIFO and to its standard
- * output like `tee -p`: an output that closes early is dropped and the rest continue; it ends
- * when its input ends or no output is left. With perl it moves 1 MiB per system call through
- * widened pipes; without, it is coreutils' `tee -p`.
+ * A bash function `onestor_tee FIFO [SPOOL]` that copies its standard input to FIFO and to its
+ * standard output like `tee -p`: an output that closes early is dropped and the rest continue; it
+ * ends when its input ends or no output is left. With perl it moves 1 MiB per system call through
+ * widened pipes; without, it is coreutils' `tee -p` and SPOOL is ignored.
+ *
+ * SPOOL (perl only) is a file that gets the same bytes, for other deployments to follow while the
+ * stream arrives ({@linkcode followFunction}): the tee writes its pid into `SPOOL.pid` once the
+ * file exists, and makes the file read-only when it holds the whole input. A spool that cannot be
+ * written (a full disk) is dropped and never marked complete; the other outputs go on.
  */
 export function teeFunction(): ShellScript {
   const code = [
@@ -47,6 +52,11 @@ export function teeFunction(): ShellScript {
     `$SIG{PIPE} = "IGNORE";`,
     `open(my $f, ">", $ARGV[0]) or die "onestor_tee: $ARGV[0]: $!\\n";`,
     `my @o = ($f, \\*STDOUT); w($_) for \\*STDIN, @o;`,
+    `my ($spool, $s) = ($ARGV[1] // "");`,
+    `if ($spool ne "" && open($s, ">", $spool)) {`,
+    `  push @o, $s;`,
+    `  if (open(my $p, ">", "$spool.pid.$$")) { print $p "$$\\n"; close($p); rename("$spool.pid.$$", "$spool.pid") }`,
+    `}`,
     `my $b;`,
     `while (@o) {`,
     `  my $n = sysread(STDIN, $b, 1048576);`,
@@ -56,8 +66,37 @@ export function teeFunction(): ShellScript {
     `    while ($off < $n) { my $w = syswrite($h, $b, $n - $off, $off); last unless defined $w; $off += $w }`,
     `    $off == $n } @o;`,
     `}`,
+    `chmod(0400, $spool) if $s && grep { $_ == $s } @o;`,
   ].join("\n");
   return raw(`onestor_tee() {
-  if command -v perl >/dev/null 2>&1; then perl -e '${code}' "$1"; else tee -p "$1"; fi
+  if command -v perl >/dev/null 2>&1; then perl -e '${code}' "$@"; else tee -p "$1"; fi
+}`);
+}
+
+/**
+ * A bash function `onestor_follow PID` that copies the spool on its standard input (a file
+ * {@linkcode teeFunction} is writing) to its standard output while it grows, and ends with status
+ * 0 once the spool is marked complete and all of it was copied. It fails (status 6) when the
+ * writer PID is gone and the spool is not complete: the follower's receiver then sees a stream
+ * without its trailer and refuses it. Needs perl (status 127 without).
+ */
+export function followFunction(): ShellScript {
+  const code = [
+    `${WIDEN}`,
+    `w(\\*STDOUT);`,
+    `my ($pid, $b, $n) = ($ARGV[0]);`,
+    `sub out { my $off = 0; while ($off < $n) { my $w = syswrite(STDOUT, $b, $n - $off, $off); exit 5 unless defined $w; $off += $w } }`,
+    `for (;;) {`,
+    `  $n = sysread(STDIN, $b, 1048576);`,
+    `  exit 4 unless defined $n;`,
+    `  if ($n) { out(); next }`,
+    `  if (!((stat(STDIN))[2] & 0200)) { while (($n = sysread(STDIN, $b, 1048576))) { out() } exit(defined $n ? 0 : 4) }`,
+    `  exit 6 unless kill(0, $pid);`,
+    `  select(undef, undef, undef, 0.02);`,
+    `}`,
+  ].join("\n");
+  return raw(`onestor_follow() {
+  command -v perl >/dev/null 2>&1 || return 127
+  perl -e '${code}' "$1"
 }`);
 }

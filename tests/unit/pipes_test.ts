@@ -5,7 +5,7 @@
  * and is coreutils' `tee -p` on a host without perl.
  */
 import assert from "node:assert/strict";
-import { teeFunction, widenPipes } from "../../core/transfer/pipes.ts";
+import { followFunction, teeFunction, widenPipes } from "../../core/transfer/pipes.ts";
 
 /** Prints the size of the pipe on fd 0 (F_GETPIPE_SZ), or "none". */
 const PIPE_SIZE = `perl -e 'my $s = fcntl(STDIN, 1032, 0); print defined $s ? $s + 0 : "none"'`;
@@ -108,4 +108,44 @@ Deno.test("onestor_tee without perl is tee -p, with the same results", async () 
   assert.equal(r.stdout.trim(), "rc=0 fwd=0", r.stderr);
   assert.ok(await same(input, `${dir}/out`));
   assert.equal((await Deno.stat(`${dir}/fwd`)).size, 100000);
+});
+
+Deno.test("onestor_tee with a spool: the same bytes, its pid beside it, read-only once complete", async () => {
+  const r = await bash(`${teeFunction().text}
+cd ${dir} && rm -f f out fwd spool spool.pid && mkfifo f
+( cat <f >fwd ) &
+onestor_tee f spool <in >out
+wait
+stat -c %a spool; cat spool.pid`);
+  assert.equal(r.code, 0, r.stderr);
+  const [mode, pid] = r.stdout.trim().split("\n");
+  assert.equal(mode, "400");
+  assert.match(pid, /^[0-9]+$/);
+  for (const f of ["out", "fwd", "spool"]) assert.ok(await same(input, `${dir}/${f}`), f);
+});
+
+Deno.test("onestor_follow copies a spool while it is written and ends once it is complete", async () => {
+  // The writer sends the input in two parts a second apart: the follower, started before the
+  // second part, must wait for it and end only when the spool is marked complete.
+  const r = await bash(`${teeFunction().text}
+${followFunction().text}
+cd ${dir} && rm -f f out fwd spool spool.pid got && mkfifo f
+( cat <f >/dev/null ) &
+{ head -c 3000000 in; sleep 1; tail -c +3000001 in; } | onestor_tee f spool >/dev/null &
+tp=$!
+while [ ! -s spool.pid ]; do sleep 0.02; done
+onestor_follow "$(cat spool.pid)" <spool >got
+echo "rc=$?"
+wait $tp`);
+  assert.equal(r.stdout.trim(), "rc=0", r.stderr);
+  assert.ok(await same(input, `${dir}/got`));
+});
+
+Deno.test("onestor_follow fails on a spool whose writer died before it was complete", async () => {
+  const r = await bash(`${followFunction().text}
+cd ${dir} && head -c 100000 in >spool.part && chmod 600 spool.part
+sleep 0 & dead=$!; wait $dead
+onestor_follow "$dead" <spool.part >got
+echo "rc=$? $(stat -c %s got)"`);
+  assert.equal(r.stdout.trim(), "rc=6 100000", r.stderr);
 });
