@@ -158,8 +158,8 @@ export interface ServeParams {
 /**
  * The lines of the serve loop that follow another deployment's fill (see ServeParams.join): taken
  * when the lease is this front-end's and for the same source and its spool is there (a filler
- * that is starting gets 3 s to open it); else the deployment waits for the fill's end as without
- * a spool.
+ * that is starting gets up to 3 s to make its fill folder, after its spool; the follower asks it
+ * to keep the spool); else the deployment waits for the fill's end as without a spool.
  */
 function joinScript(join: { script: ShellScript; frontend: string; source: string }): ShellScript {
   return sh`if [[ $lowner == ${`${join.frontend}:`}* ]] && [[ $(cat -- "$lease" 2>/dev/null) == *${`"source":${
@@ -167,12 +167,18 @@ function joinScript(join: { script: ShellScript; frontend: string; source: strin
   },`}* ]]; then
       lfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
       spool=.onestor-spool-\${lfill#.onestor-fill-}
-      # Once per command: a filler that is starting gets 3 s to open its spool. Without the
-      # folder lock: the filler renews its lease under it.
+      # Once per command: a filler that is starting gets up to 3 s to make its fill folder (and
+      # its spool before it). Without the folder lock: the filler renews its lease under it.
       if [ -n "$lfill" ] && [ -z "$joinwaited" ]; then
         joinwaited=1
+        # Ask the filler to keep its spool (it drops one nobody asked for in its first seconds).
+        onestor_confine write "$PWD/$spool.want"
+        : >"$spool.want" 2>/dev/null
         i=0
-        while [ ! -e "$spool.pid" ] && [ $i -lt 30 ] && [ -e "$lease" ]; do sleep 0.1; i=$((i + 1)); done
+        while [ ! -e "$spool.pid" ] && [ ! -d "$lfill" ] && [ $i -lt 30 ] && [ -e "$lease" ]; do
+          sleep 0.1
+          i=$((i + 1))
+        done
       fi
       if [ -n "$lfill" ] && spid=$(cat -- "$spool.pid" 2>/dev/null) && { exec 7<"$spool"; } 2>/dev/null; then
         echo "ONESTOR_NOW=$now"
@@ -183,6 +189,7 @@ function joinScript(join: { script: ShellScript; frontend: string; source: strin
         echo "ONESTOR_SERVE joined rc=$joinrc"
         exit 0
       fi
+      rm -f -- "$spool.want"
     fi`;
 }
 
@@ -457,6 +464,7 @@ xrc=$?`;
     leaseName(p.image),
     spool,
     `${spool}.pid`,
+    `${spool}.want`,
   ].map((n) => `${p.dir}/${n}`);
   const removes = p.evictions.flatMap((e) =>
     e.change.ops.flatMap((o) => o.op === "remove" ? [`${e.dir}/${o.name}`] : [])
@@ -482,7 +490,7 @@ fi`
       : raw(":")
   }
 t=$(mktemp -d) || exit 70
-trap 'rm -rf "$t"; [ -z "$spool" ] || rm -f -- "$spool" "$spool.pid" "$spool".pid.*' EXIT
+trap 'rm -rf "$t"; [ -z "$spool" ] || rm -f -- "$spool" "$spool.pid" "$spool.want"' EXIT
 trap 'exit 143' TERM INT HUP
 exec 9>>${LOCK_NAME} || exit 73
 exec 8>>${waitLockName(p.image)} || exit 73
@@ -512,6 +520,9 @@ echo "ONESTOR_FILL started"
     } 9>>${LOCK_NAME}
   done ) &
 renewer=$!
+# The spool and its writer's pid exist before the fill folder: a follower that finds the folder
+# without them knows this fill keeps no spool.
+if [ -n "$spool" ]; then { : >"$spool" && echo $$ >"$spool.pid"; } 2>/dev/null || spool=; fi
 mkdir -- "$fill" || exit 73
 ${branch}
 kill "$renewer" 2>/dev/null

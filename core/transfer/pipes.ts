@@ -4,7 +4,8 @@
  * next hop. A Linux pipe holds 64 KiB by default, and its reader here takes 8 KiB (tee) or 64 KiB
  * (tar) at a time, so sshd, which keeps up to its 2 MiB channel window buffered, writes into the
  * pipe in small pieces and compacts its buffer after each: measured on this kind of machine, the
- * receiving sshd of a 1 GiB stream spent 2.9 s of CPU into a 64 KiB pipe and 2.0 s into a 1 MiB one,
+ * receiving end of a 1 GiB stream (sshd and tar) spent 2.9 s of CPU with a 64 KiB pipe and 1.9 s
+ * with a 1 MiB one,
  * and a replica's cut-through (sshd → tee → tar and → ssh) took 18.6 CPU s with coreutils' tee
  * against 9.2 with the wide tee below (docs/benchmarks.md).
  *
@@ -42,9 +43,11 @@ export function widenPipes(...streams: ("STDIN" | "STDOUT")[]): ShellScript {
  * widened pipes; without, it is coreutils' `tee -p` and SPOOL is ignored.
  *
  * SPOOL (perl only) is a file that gets the same bytes, for other deployments to follow while the
- * stream arrives ({@linkcode followFunction}): the tee writes its pid into `SPOOL.pid` once the
- * file exists, and makes the file read-only when it holds the whole input. A spool that cannot be
- * written (a full disk) is dropped and never marked complete; the other outputs go on.
+ * stream arrives ({@linkcode followFunction}): the tee makes it read-only once it holds the whole
+ * input. It is kept only when a follower asks for it (a file `SPOOL.want`) within the first 2 to 3
+ * seconds; else it is dropped and removed with `SPOOL.pid`, so a deployment nobody follows writes
+ * no second copy. A spool that cannot be written (a full disk) is dropped and never marked
+ * complete; the other outputs go on.
  */
 export function teeFunction(): ShellScript {
   const code = [
@@ -53,10 +56,8 @@ export function teeFunction(): ShellScript {
     `open(my $f, ">", $ARGV[0]) or die "onestor_tee: $ARGV[0]: $!\\n";`,
     `my @o = ($f, \\*STDOUT); w($_) for \\*STDIN, @o;`,
     `my ($spool, $s) = ($ARGV[1] // "");`,
-    `if ($spool ne "" && open($s, ">", $spool)) {`,
-    `  push @o, $s;`,
-    `  if (open(my $p, ">", "$spool.pid.$$")) { print $p "$$\\n"; close($p); rename("$spool.pid.$$", "$spool.pid") }`,
-    `}`,
+    `push @o, $s if $spool ne "" && open($s, ">>", $spool);`,
+    `my $ask = time + 3;`,
     `my $b;`,
     `while (@o) {`,
     `  my $n = sysread(STDIN, $b, 1048576);`,
@@ -65,6 +66,10 @@ export function teeFunction(): ShellScript {
     `  @o = grep { my ($h, $off) = ($_, 0);`,
     `    while ($off < $n) { my $w = syswrite($h, $b, $n - $off, $off); last unless defined $w; $off += $w }`,
     `    $off == $n } @o;`,
+    `  if ($s && $ask && time >= $ask) {`,
+    `    if (-e "$spool.want") { $ask = 0 }`,
+    `    else { @o = grep { $_ != $s } @o; close($s); undef $s; unlink($spool, "$spool.pid") }`,
+    `  }`,
     `}`,
     `chmod(0400, $spool) if $s && grep { $_ == $s } @o;`,
   ].join("\n");
