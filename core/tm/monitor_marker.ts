@@ -14,12 +14,15 @@ import { sh, type ShellScript } from "../remote/shell.ts";
 
 /**
  * Script fragment that creates `dsDir` and writes `driver` into `dsDir/.monitor` when its content
- * differs (a rename, so the probe never reads a half-written marker).
+ * differs (a rename, so the probe never reads a half-written marker). The temporary name carries
+ * the shell's pid: deployments and migrations to one host write the marker at the same moment, and a
+ * shared name let one rename take the other's file away.
  */
 export function markerScript(dsDir: string, driver: string): ShellScript {
   const marker = `${dsDir}/.monitor`;
   return sh`mkdir -p -- ${dsDir} || exit 1
 if [ "$(cat -- ${marker} 2>/dev/null)" != ${driver} ]; then
-  printf '%s\\n' ${driver} >${`${marker}.onestor-tmp`} && mv -f -- ${`${marker}.onestor-tmp`} ${marker} || exit 1
+  printf '%s\\n' ${driver} >${marker}.tmp.$$ && mv -f -- ${marker}.tmp.$$ ${marker} ||
+    { rm -f -- ${marker}.tmp.$$; [ "$(cat -- ${marker} 2>/dev/null)" = ${driver} ] || exit 1; }
 fi`;
 }
