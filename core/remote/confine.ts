@@ -152,6 +152,20 @@ export function precheck(c: Confinement, host: string, path: string, mode: Confi
  */
 export function confineFunction(c: Confinement, host: string): ShellScript {
   const roots: readonly string[] = c.roots;
+  // The roots are resolved once per script, at the first call, into one variable each: a script
+  // checks several targets, and each command substitution is a fork that costs about 10 ms on a
+  // busy host (a deployment used to spend half its confinement forks resolving the same root).
+  // The cache is keyed by the roots' spelling, so a script that defines the function again for
+  // other roots resolves those.
+  const rootsKey = `roots:${JSON.stringify(roots)}`;
+  const resolveRoots =
+    roots.map((r, i) =>
+      sh`    _oc_rr${raw(String(i))}=$(realpath -m -- ${r} 2>/dev/null) || _oc_rr${raw(String(i))}=`.text
+    ).join("\n") || "    :";
+  const matchRoots = roots.map((_, i) => {
+    const v = `_oc_rr${i}`;
+    return `  if [ -n "$${v}" ]; then case $_oc_r in "\${${v}%/}"/?*) return 0 ;; esac; fi`;
+  }).join("\n") || "  :";
   return sh`onestor_confine() {
   _oc_p=$2
   case $1:$_oc_p in
@@ -165,10 +179,11 @@ export function confineFunction(c: Confinement, host: string): ShellScript {
       if _oc_r=$(realpath -m -- "\${_oc_d:-/}" 2>&1); then _oc_r=\${_oc_r%/}/\${_oc_p##*/}
       else _oc_r="(cannot resolve: $_oc_r)"; fi ;;
   esac
-  for _oc_root in ${roots}; do
-    _oc_rr=$(realpath -m -- "$_oc_root" 2>/dev/null) || continue
-    case $_oc_r in "\${_oc_rr%/}"/?*) return 0 ;; esac
-  done
+  if [ "\${_oc_roots_of:-}" != ${rootsKey} ]; then
+    _oc_roots_of=${rootsKey}
+${raw(resolveRoots)}
+  fi
+${raw(matchRoots)}
   onestor_confine_refuse "$1"
 }
 onestor_confine_refuse() {

@@ -126,6 +126,49 @@ for (const shell of ["sh", "bash"]) {
     assert.equal(r.code, CONFINE_EXIT);
     assert.deepEqual(refusalIn(r.stderr)?.roots, [w.root], "the refusal names the resolved root");
   });
+
+  Deno.test(`onestor_confine (${shell}) resolves the roots once per script, and again for other roots`, async () => {
+    await using w = await world();
+    // A realpath that counts its calls, ahead of the real one on PATH.
+    const bin = `${w.base}/bin`;
+    await Deno.mkdir(bin);
+    const real =
+      (await new Deno.Command("sh", { args: ["-c", "command -v realpath"], stdout: "piped" }).output())
+        .stdout;
+    await Deno.writeTextFile(
+      `${bin}/realpath`,
+      `#!/bin/sh\necho "$*" >>${w.base}/calls\nexec ${new TextDecoder().decode(real).trim()} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const inRoot = scratchConfinement(w.root);
+    const inOutside = scratchConfinement(w.outside);
+    const script = sh`${confine(inRoot, "hv-test", {})}
+onestor_confine write ${`${w.root}/0/7/disk.0`}
+onestor_confine write ${`${w.root}/0/7/disk.1`}
+onestor_confine remove ${`${w.root}/0/7/disk.2`}
+${confine(inOutside, "hv-test", {})}
+onestor_confine write ${`${w.outside}/decoy`}
+onestor_confine write ${`${w.root}/0/7/disk.3`}
+echo NOT-REACHED`;
+    const out = await new Deno.Command(shell, {
+      args: ["-c", script.text],
+      env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(
+      out.code,
+      CONFINE_EXIT,
+      "disk.3 is judged by the second set of roots, not the first one's cache",
+    );
+    assert.equal(dec.decode(out.stdout), "");
+    assert.deepEqual(refusalIn(dec.decode(out.stderr))?.roots, [w.outside]);
+    // 5 targets (the decoy is inside the second root; disk.3 no longer is) and 2 root sets, plus the
+    // refusal, which resolves its roots again to name them.
+    const calls = (await Deno.readTextFile(`${w.base}/calls`)).trim().split("\n").length;
+    assert.equal(calls, 5 + 2 + 1);
+  });
 }
 
 Deno.test("precheck() and confine() refuse by spelling before anything runs", () => {

@@ -3,7 +3,8 @@ import { markerScript } from "../../core/tm/monitor_marker.ts";
 
 /** Runs `script` with bash and returns its exit code and stderr. */
 async function run(script: string): Promise<{ code: number; stderr: string }> {
-  const out = await new Deno.Command("bash", { args: ["-c", script], stdout: "null", stderr: "piped" }).output();
+  const out = await new Deno.Command("bash", { args: ["-c", script], stdout: "null", stderr: "piped" })
+    .output();
   return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
 }
 
@@ -28,7 +29,9 @@ Deno.test("markerScript() run by many deployments at once: every one succeeds, n
   try {
     const ds = `${dir}/100`;
     // The same moment on one host: each writer finds no marker yet and renames its own file.
-    const results = await Promise.all(Array.from({ length: 24 }, () => run(markerScript(ds, "onestor").text)));
+    const results = await Promise.all(
+      Array.from({ length: 24 }, () => run(markerScript(ds, "onestor").text)),
+    );
     for (const r of results) assert.equal(r.code, 0, r.stderr);
     assert.equal(await Deno.readTextFile(`${ds}/.monitor`), "onestor\n");
     const names = [];
