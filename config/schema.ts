@@ -192,7 +192,9 @@ export const SETTINGS = [
     default: "size-mtime",
     meaning: "How a cached image is re-validated each time it is used. `size-mtime`: its size and " +
       "mtime on the replica match the cache index and the checksum recorded there matches the " +
-      "front-end's. `checksum`: additionally re-read the whole cached file and recompute its checksum " +
+      "front-end's; on its first use after each start of the replica its content is also re-read " +
+      "and checked once (a crash can leave a promoted file with its size and mtime but not its data). " +
+      "`checksum`: re-read the whole cached file and recompute its checksum on every use " +
       "(detects bit rot, costs a full read per use).",
     usedBy: "core/cache (cache hit check)",
     upstream: "Upstream trusted a copied `.md5sum` sidecar forever and never looked at the cached file.",

@@ -113,6 +113,11 @@ export interface CacheEntry {
   filled_by: string;
   /** SHA-256 of the promoted files' listing (type, size, mtime, name): what a hit re-checks. */
   files_fp: string;
+  /**
+   * The replica's boot id when the entry was promoted or last had its content checked; absent in
+   * records of older versions. A use in another boot checks the content first (core/cache/scripts.ts).
+   */
+  boot?: string;
   /** Replica time of the last deployment that used it: the record's mtime (not stored in the JSON). */
   last_use: number;
   /** Deployments copying from it now: its pin files (not stored in the JSON). */
@@ -217,7 +222,7 @@ export function encodeRecord(record: CacheEntry | Lease): string {
       },"size":${e.size},"allocated":${e.allocated},` +
       `"created_at":${e.created_at},"filled_by":${JSON.stringify(e.filled_by)},"files_fp":${
         JSON.stringify(e.files_fp)
-      }}`;
+      }${e.boot === undefined ? "" : `,"boot":${JSON.stringify(e.boot)}`}}`;
   }
   return `${leasePrefix(record)}${record.acquired_at},"expires_at":${record.expires_at}}`;
 }

@@ -133,8 +133,14 @@ export interface ServeParams {
   leaseSeconds: number;
   /** Longest wait in this command for a live lease of another process (seconds). */
   waitSeconds: number;
-  /** REPLICA_CACHE_VERIFY=checksum: re-read the pinned entry's files and compare with these sums. */
+  /**
+   * The entry's content sums (the front-end image's identity): the pinned entry's files are re-read
+   * and compared with them on every use when `verifyEveryUse`, else on the first use after each
+   * start of the replica (see {@linkcode rebootedScript}). Null: never.
+   */
   verify: { algorithm: string; sums: Record<string, string> } | null;
+  /** REPLICA_CACHE_VERIFY=checksum: compare on every use. */
+  verifyEveryUse?: boolean;
   /** The copy to run while the entry is pinned (a sender piped into the hypervisor); null: leave it pinned. */
   copy: ShellScript | null;
   /** Invalidations of this front-end's journal for this replica. */
@@ -217,6 +223,37 @@ kill "$renewer" 2>/dev/null
 { flock -w 30 9; rm -f -- "$pin"; touch -c -- ${entryName(params.image)}; } 9>>${LOCK_NAME}`;
 }
 
+/** Reads the replica's boot id into `$boot` (empty when it cannot be read): no process is started. */
+const READ_BOOT = `boot=; read -r boot </proc/sys/kernel/random/boot_id 2>/dev/null || :`;
+/** True when the record text in `$text` was written or last verified in another boot than this one. */
+const NEW_BOOT = `[ -n "$boot" ] && [[ $text != *'"boot":"'"$boot"'"'* ]]`;
+
+/**
+ * After a successful content check, the record of an entry written or verified in an earlier boot
+ * of the replica is stamped with this boot's id (`"boot"`, its last key), so that the entry is
+ * re-read only once per boot.
+ *
+ * Why: a promotion renames files whose data may still be in the page cache. After a crash of the
+ * replica, such a file can have its size and mtime but not its bytes (ext4 leaves unwritten blocks
+ * reading as zeros), and the size-and-mtime check of a hit would serve it. Forcing every fill to
+ * disk before its promotion would put the disk's write time into every cold deployment; a content
+ * check on the first use after each start of the replica costs one read per entry per restart and
+ * nothing on the way of a deployment otherwise.
+ */
+function rebootedScript(): ShellScript {
+  return sh`if ${raw(NEW_BOOT)}; then
+  if flock -w 30 9; then
+    if [ "$(cat -- "$rec" 2>/dev/null)" = "$text" ]; then
+      new=\${text%\\}}
+      new=\${new%,'"boot":"'*'"'}
+      printf '%s,"boot":"%s"}' "$new" "$boot" >"$rec.tmp.$$" && mv -f -- "$rec.tmp.$$" "$rec"
+      printf '{"at":%s,"event":"reverify","image":"%s"}\\n' "$(date +%s)" "$img" >>${LOG_NAME}
+    fi
+    flock -u 9
+  fi
+fi`;
+}
+
 /** The "serve" script (see the module doc). Prints `ONESTOR_SERVE <outcome> ...` lines. */
 export function serveScript(p: ServeParams): ShellScript {
   const sumsText = p.verify
@@ -231,14 +268,19 @@ export function serveScript(p: ServeParams): ShellScript {
     : sh`flock -u 9
     echo "ONESTOR_SERVE hit"
     exit 0`;
-  const afterPin = p.pin === null ? raw(":") : sh`${
-    p.verify
-      ? sh`${sumsFunction()}
+  const afterPin = p.pin === null
+    ? raw(":")
+    : sh`${
+      p.verify
+        ? sh`if ${p.verifyEveryUse ? raw("true") : raw(NEW_BOOT)}; then
+${sumsFunction()}
 got=$(onestor_sums ${p.verify.algorithm} ${Object.keys(p.verify.sums).sort()} 2>"$t/sumerr" | LC_ALL=C sort)
 want=${sumsText.trimEnd()}
 verdict=
 if grep -q ONESTOR_NO_HASH "$t/sumerr"; then verdict=${`nohash ${p.verify.algorithm}`}
-elif [ "$got" != "$(printf '%s\n' "$want" | LC_ALL=C sort)" ]; then verdict="bad content checksum mismatch on the replica"
+elif [ "$got" != "$(printf '%s\n' "$want" | LC_ALL=C sort)" ]; then
+  verdict="bad content checksum mismatch on the replica"
+  ${raw(NEW_BOOT)} && verdict="$verdict (first use since the replica started)"
 fi
 if [ -n "$verdict" ]; then
   flock -w 30 9 || true
@@ -250,17 +292,19 @@ if [ -n "$verdict" ]; then
   flock -u 9
   echo "ONESTOR_SERVE $verdict"
   exit 0
+fi
+${rebootedScript()}
 fi`
-      : raw(":")
-  }
+        : raw(":")
+    }
 ${
-    p.copy
-      ? sh`${pinnedScript({ image: p.image, pin: p.pin!, leaseSeconds: p.leaseSeconds }, p.copy)}
+      p.copy
+        ? sh`${pinnedScript({ image: p.image, pin: p.pin!, leaseSeconds: p.leaseSeconds }, p.copy)}
 echo "ONESTOR_SERVE hit rc=$copyrc"
 exit 0`
-      : sh`echo "ONESTOR_SERVE pinned"
+        : sh`echo "ONESTOR_SERVE pinned"
 exit 0`
-  }`;
+    }`;
   const writes = [`${p.dir}/.monitor`, `${p.dir}/${entryName(p.image)}`, `${p.dir}/${leaseName(p.image)}`];
   if (p.pin) writes.push(`${p.dir}/${p.pin.name}`);
   const removes = p.invalidations.map((i) => i.source);
@@ -273,6 +317,7 @@ rec=${entryName(p.image)}
 lease=${leaseName(p.image)}
 expect=${p.expect ?? ""}
 head=${p.head}
+${raw(READ_BOOT)}
 mkdir -p -- ${p.dir} && cd -- ${p.dir} || exit 73
 if [ "$(cat .monitor 2>/dev/null)" != replica ]; then
   printf 'replica\\n' >.monitor.tmp.$$ && mv -f .monitor.tmp.$$ .monitor || exit 73
@@ -586,11 +631,15 @@ if [ -z "$problem" ]; then
       rm -rf -- "$rec" "$img" "$img.md5sum" "$img.snap" && mv -f -- "$fill/$img" "$img" &&
         { [ ! -e "$fill/$img.snap" ] || mv -f -- "$fill/$img.snap" "$img.snap"; } || exit 74
       fp=$(onestor_ffp "$img")
+      # The boot this entry was written in: its first use in another boot checks its content.
+      ${raw(READ_BOOT)}
+      bootkey=
+      [ -z "$boot" ] || bootkey=",\\"boot\\":\\"$boot\\""
       record=${p.record.head}"\\"algorithm\\":\\"${
     raw(p.record.algorithm)
   }\\",\\"checksum\\":\\"$checksum\\",\\"sums\\":{$sj}},\\"files\\":[$files],\\"size\\":${p.record.size},\\"allocated\\":$alloc,\\"created_at\\":$now,\\"filled_by\\":"${
     json(p.record.filledBy)
-  }",\\"files_fp\\":\\"$fp\\"}"
+  }",\\"files_fp\\":\\"$fp\\"$bootkey}"
       printf '%s' "$record" >"$rec.tmp.$$" && mv -f -- "$rec.tmp.$$" "$rec" || exit 74
       rm -f -- "$lease"
       rm -rf -- "$fill"

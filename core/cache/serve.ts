@@ -32,7 +32,10 @@ export interface ServeRequest {
   leaseSeconds: number;
   /** Longest wait in this command for another process's fill. */
   waitSeconds: number;
-  /** Re-read the entry on the replica (REPLICA_CACHE_VERIFY=checksum), with the identity's sums. */
+  /**
+   * Re-read the entry on the replica on every use (REPLICA_CACHE_VERIFY=checksum), with the
+   * identity's sums; without, only on its first use after the replica restarted.
+   */
   verify: boolean;
   /** The copy to the hypervisor, run while pinned (push); null with a pin: leave it pinned (pull). */
   copy: ShellScript | null;
@@ -217,9 +220,10 @@ export async function serve(request: ServeRequest): Promise<ServeRun> {
     pin: request.pin ? { name: pinName(stat.name, request.owner), prefix: pinPrefix(request.pin) } : null,
     leaseSeconds: request.leaseSeconds,
     waitSeconds: request.waitSeconds,
-    verify: request.verify && request.identity
-      ? { algorithm: request.identity.algorithm, sums: request.identity.sums }
-      : null,
+    // The sums travel on every use: the replica also checks an entry's content on its first use
+    // after it restarted (scripts.ts).
+    verify: request.identity ? { algorithm: request.identity.algorithm, sums: request.identity.sums } : null,
+    verifyEveryUse: request.verify,
     copy: request.copy,
     invalidations: request.invalidations,
     scan: request.scan,

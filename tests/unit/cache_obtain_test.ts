@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { fakeSshRunner } from "../support/fake_ssh.ts";
-import { encodeRecord, entryName, type Lease, leaseName, PIN_INFIX } from "../../core/cache/entry.ts";
+import {
+  encodeRecord,
+  entryName,
+  type Lease,
+  leaseName,
+  parseEntry,
+  PIN_INFIX,
+} from "../../core/cache/entry.ts";
 import { fillLeasePrefix } from "../../core/cache/fill.ts";
 import { statImage } from "../../core/cache/identity.ts";
 import { type Delivery, obtainEntry, type ObtainRequest } from "../../core/cache/obtain.ts";
@@ -173,6 +180,49 @@ Deno.test("obtainEntry(): REPLICA_CACHE_VERIFY=checksum drops a rewritten entry 
   assert.equal(checked.kind, "filled");
   assert.deepEqual(await Deno.readFile(`${s.hv}/3/disk.0`), await Deno.readFile(s.image));
   assert.match(await Deno.readTextFile(`${s.replica}/.onestor-cache.log`), /"event":"drop"/);
+});
+
+Deno.test("obtainEntry(): an entry from an earlier boot of the replica has its content checked once, then is trusted", async () => {
+  await using s = await scratch();
+  const boot = (await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim();
+  const recordFile = `${s.replica}/${entryName(IMAGE)}`;
+  const cached = `${s.replica}/${IMAGE}`;
+  // Size and mtime kept: what a crash leaves of a file whose data had not reached the disk.
+  const damage = () =>
+    sh(
+      `m=$(stat -c %Y ${cached}) && head -c ${MIB} /dev/zero | dd of=${cached} bs=1M seek=3 conv=notrunc ` +
+        `status=none && touch -d @$m ${cached}`,
+    );
+  const rewriteBoot = async (to: string | null) => {
+    const text = (await Deno.readTextFile(recordFile)).replace(/,"boot":"[^"]*"/, "");
+    await Deno.writeTextFile(recordFile, to === null ? text : `${text.slice(0, -1)},"boot":"${to}"}`);
+  };
+  assert.equal((await s.deploy("fe:1:a", 1)).kind, "filled");
+  assert.equal(parseEntry(await Deno.readTextFile(recordFile))?.boot, boot);
+
+  // Promoted in an earlier boot and damaged: the first use checks it, drops it and fills again.
+  await rewriteBoot("00000000-0000-0000-0000-000000000000");
+  await damage();
+  assert.equal((await s.deploy("fe:1:b", 2)).kind, "filled");
+  assert.deepEqual(await Deno.readFile(`${s.hv}/2/disk.0`), await Deno.readFile(s.image));
+  assert.match(
+    await Deno.readTextFile(`${s.replica}/.onestor-cache.log`),
+    /"event":"drop".*checksum mismatch on the replica \(first use since the replica started\)/,
+  );
+
+  // A sound entry whose record has no boot (an older version's): checked once, stamped, served.
+  await rewriteBoot(null);
+  assert.equal((await s.deploy("fe:1:c", 3)).kind, "hit");
+  assert.deepEqual(await Deno.readFile(`${s.hv}/3/disk.0`), await Deno.readFile(s.image));
+  assert.equal(parseEntry(await Deno.readTextFile(recordFile))?.boot, boot);
+  assert.match(await Deno.readTextFile(`${s.replica}/.onestor-cache.log`), /"event":"reverify"/);
+  assert.equal(await s.fills(), 2);
+
+  // Within one boot a hit checks size and mtime only (REPLICA_CACHE_VERIFY=size-mtime): the same
+  // damage now goes unseen, which is what the check of every use (checksum) is for.
+  await damage();
+  assert.equal((await s.deploy("fe:1:d", 4)).kind, "hit");
+  assert.notDeepEqual(await Deno.readFile(`${s.hv}/4/disk.0`), await Deno.readFile(s.image));
 });
 
 Deno.test("obtainEntry(): waits for a live lease up to REPLICA_COPY_LOCK_TIMEOUT, takes an expired one over", async () => {
