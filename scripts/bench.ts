@@ -28,6 +28,7 @@ import {
   renderCpu,
   renderRows,
   renderSessions,
+  settle,
 } from "./bench_rows.ts";
 
 const RUNS = Math.max(1, Number(Deno.env.get("BENCH_RUNS") ?? 3));
@@ -56,6 +57,7 @@ async function copyBenchmarks(rows: BenchRow[]): Promise<void> {
   );
   if (made.code !== 0) throw new Error(made.stderr);
   const sample = async (fn: () => Promise<void>) => {
+    await settle();
     const cpu0 = hosts.map((h) => lab.cpu(h));
     const ssh0 = await Promise.all(hosts.map((h) => lab.sessions(h)));
     const t0 = performance.now();
@@ -232,7 +234,8 @@ function render(rows: BenchRow[], details: string[], load: string): string {
     "the user + system time of everything each lab host ran (a cgroup per host: every process a host starts, and",
     "every command run inside it, is counted whether or not anyone waits for it), medians per run. SSH commands",
     "are counted by each host's sshd. On this machine every host shares the same cores, so wall time is bounded",
-    "by the total CPU of all hosts; on separate machines each host pays only its own column.",
+    "by the total CPU of all hosts; on separate machines each host pays only its own column. Before every",
+    "measured run the machine's dirty pages are written out (`sync`), so no run pays for another's writes.",
     "",
     ...renderRows(rows),
     "",

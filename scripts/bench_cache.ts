@@ -11,7 +11,7 @@
 import { World } from "../tests/support/world.ts";
 import { datastoreXml, DS_LOC, hostXml, imageDisk, vmXml } from "../tests/support/fixtures.ts";
 import { throttleOptions } from "../tests/support/throttle.ts";
-import { type BenchRow, median, medianPerHost, type PerHost } from "./bench_rows.ts";
+import { type BenchRow, median, medianPerHost, type PerHost, settle } from "./bench_rows.ts";
 
 const RUNS = Math.max(1, Number(Deno.env.get("BENCH_RUNS") ?? 3));
 const IMAGE_MB = Number(Deno.env.get("BENCH_IMAGE_MB") ?? 512);
@@ -43,6 +43,7 @@ async function bash(world: World, host: string, script: string): Promise<void> {
 
 /** Runs `fn` and returns its wall time, the CPU seconds and the SSH commands of every lab host. */
 async function measure(world: World, fn: () => Promise<void>): Promise<Sample> {
+  await settle();
   const cpu0 = Object.fromEntries(HOSTS.map((h) => [h, world.lab.cpu(h)]));
   const ssh0 = Object.fromEntries(
     await Promise.all(HOSTS.map(async (h) => [h, await world.lab.sessions(h)])),

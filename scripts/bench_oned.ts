@@ -25,6 +25,7 @@ import { onedSupport, OnedWorld } from "../tests/support/oned_world.ts";
 import { cpuDelta, hostCpuSeconds, WireMeter } from "../tests/support/host_meters.ts";
 import { DriverTrace, type TracedProcess } from "../tests/support/driver_trace.ts";
 import { childText } from "../core/one/xml.ts";
+import { settle } from "./bench_rows.ts";
 
 /** One measured row (the shape scripts/bench.ts renders). */
 export interface OnedRow {
@@ -205,6 +206,7 @@ async function measure(
     source: string;
   },
 ): Promise<Sample> {
+  await settle();
   const logFile = one.lab.path("frontend", "/opt/one/var/oned.log");
   const logStart = (await Deno.stat(logFile)).size;
   await meter.reset();
@@ -396,7 +398,9 @@ export async function run(rows: OnedRow[]): Promise<void> {
     "the same machine; the load averages of each deploy are below). Method: scripts/bench_oned.ts. Time is from",
     "`one.vm.deploy` to the first poll (every 0.1 s) that sees RUNNING; ratio = onestor / upstream (below 1 is",
     "faster). CPU seconds are those of every process of each lab host (its PID namespace), bytes are those the",
-    "front-end's SSH connections to the replica carried, counted by a relay.",
+    "front-end's SSH connections to the replica carried, counted by a relay. Before each deploy the machine's",
+    "dirty pages are written out (`sync`): the lab's hosts share one disk, and oned's database waits in",
+    "fdatasync for whatever a previous deploy left unwritten.",
     "",
     "| measurement | baseline | onestor (s) | upstream (s) | ratio | note |",
     "|---|---|---|---|---|---|",

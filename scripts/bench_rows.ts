@@ -32,6 +32,17 @@ export interface BenchRow {
   sessions?: { onestor: PerHost; baseline: PerHost };
 }
 
+/**
+ * Writes every dirty page of the machine to disk; called before each measured run. The lab's hosts
+ * share one filesystem, so data that one run left in the page cache would otherwise be written back
+ * during the next one and charged to it: once, oned's fdatasync of its database right after a
+ * clone waited 0.7 s for the disk image the clone had just written (on separate machines, a
+ * hypervisor's writes never delay the front-end's database).
+ */
+export async function settle(): Promise<void> {
+  await new Deno.Command("sync").output();
+}
+
 /** The median of numbers (the lower middle one for an even count). */
 export function median(values: readonly number[]): number {
   const s = [...values].sort((a, b) => a - b);
