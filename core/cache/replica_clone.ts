@@ -199,9 +199,9 @@ async function viaReplica(
   const copy: CopyRequest = { ...diskCopy(s, request, stat, replica), route };
   const owner = ownerId();
   const stateDir = frontendStateDir();
-  const algorithm = settings.verify === "checksum"
-    ? agreedAlgorithm(settings.algorithm, [null, replica], stateDir)
-    : agreedAlgorithm(settings.algorithm, [null], stateDir);
+  // The replica re-reads an entry with this algorithm (every use with REPLICA_CACHE_VERIFY=checksum,
+  // else the first use after it restarted): a replica known to lack it gets the fallback.
+  const algorithm = agreedAlgorithm(settings.algorithm, [null, replica], stateDir);
   const outcome = await obtainEntry(s.runner, {
     folder,
     stat,

@@ -19,6 +19,7 @@ import { statImage } from "../../core/cache/identity.ts";
 import { type Delivery, obtainEntry, type ObtainRequest } from "../../core/cache/obtain.ts";
 import { ReplicaFolder } from "../../core/cache/store.ts";
 import { scratchConfinement } from "../../core/remote/confine.ts";
+import { agreedAlgorithm } from "../../core/transfer/hashes.ts";
 
 const MIB = 1048576;
 const IMAGE = "0123456789abcdef0123456789abcdef";
@@ -30,7 +31,7 @@ async function sh(script: string): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-async function scratch() {
+async function scratch(replicaHost = "replica-test") {
   const root = await Deno.makeTempDir({ prefix: "onestor_cache_obtain_" });
   const { runner } = await fakeSshRunner(root);
   const fe = `${root}/fe/datastores/1`;
@@ -45,13 +46,13 @@ async function scratch() {
   );
   const previous = Deno.env.get("ONESTOR_STATE_DIR");
   Deno.env.set("ONESTOR_STATE_DIR", `${root}/state`);
-  const folder = () => new ReplicaFolder(runner, "replica-test", replica, 30_000, scratchConfinement(root));
+  const folder = () => new ReplicaFolder(runner, replicaHost, replica, 30_000, scratchConfinement(root));
   /** A delivery to `<hv>/<vm>/disk.0`: the "replica" pushes to itself, so no hop is needed here. */
   const delivery = (vm: number, extra: Partial<Delivery["copy"]> = {}): Delivery => ({
     cutThrough: true,
     copy: {
       from: {
-        host: "replica-test",
+        host: replicaHost,
         dir: fe.replace("/fe/", "/replica/"),
         entries: [{ name: IMAGE, as: "disk.0" }, {
           name: `${IMAGE}.snap`,
@@ -59,8 +60,8 @@ async function scratch() {
           optional: true,
         }],
       },
-      to: { host: "replica-test", dir: `${hv}/${vm}`, confine: scratchConfinement(root) },
-      route: { mode: "push", address: "replica-test" },
+      to: { host: replicaHost, dir: `${hv}/${vm}`, confine: scratchConfinement(root) },
+      route: { mode: "push", address: replicaHost },
       mirror: true,
       ...extra,
     },
@@ -223,6 +224,24 @@ Deno.test("obtainEntry(): an entry from an earlier boot of the replica has its c
   await damage();
   assert.equal((await s.deploy("fe:1:d", 4)).kind, "hit");
   assert.notDeepEqual(await Deno.readFile(`${s.hv}/4/disk.0`), await Deno.readFile(s.image));
+});
+
+Deno.test("obtainEntry(): a replica that cannot check an entry from an earlier boot drops it; the fill again uses blake2b", async () => {
+  await using s = await scratch("replica-noxxh");
+  const recordFile = `${s.replica}/${entryName(IMAGE)}`;
+  assert.equal((await s.deploy("fe:1:a", 1)).kind, "filled");
+  assert.equal(parseEntry(await Deno.readTextFile(recordFile))?.source.algorithm, "xxh128");
+  // Within the boot it was filled in, the entry is served without its content being read.
+  assert.equal((await s.deploy("fe:1:b", 2)).kind, "hit");
+  const text = await Deno.readTextFile(recordFile);
+  await Deno.writeTextFile(recordFile, text.replace(/"boot":"[^"]*"/, '"boot":"earlier"'));
+  const again = await s.deploy("fe:1:c", 3);
+  assert.equal(again.kind, "filled");
+  assert.deepEqual(await Deno.readFile(`${s.hv}/3/disk.0`), await Deno.readFile(s.image));
+  assert.equal(parseEntry(await Deno.readTextFile(recordFile))?.source.algorithm, "blake2b");
+  // Remembered: the next fill for this replica agrees on blake2b from the start.
+  assert.equal(agreedAlgorithm("xxh128", [null, "replica-noxxh"], `${s.root}/state`), "blake2b");
+  assert.equal(agreedAlgorithm("xxh128", [null, "replica-test"], `${s.root}/state`), "xxh128");
 });
 
 Deno.test("obtainEntry(): waits for a live lease up to REPLICA_COPY_LOCK_TIMEOUT, takes an expired one over", async () => {
