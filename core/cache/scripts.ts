@@ -163,9 +163,11 @@ export interface ServeParams {
 
 /**
  * The lines of the serve loop that follow another deployment's fill (see ServeParams.join): taken
- * when the lease is this front-end's and for the same source and its spool is there (a filler
- * that is starting gets up to 3 s to make its fill folder, after its spool; the follower asks it
- * to keep the spool); else the deployment waits for the fill's end as without a spool.
+ * when the lease is this front-end's and for the same source and its spool is there (the follower
+ * asks the filler to keep its spool, and waits for a filler that has not started its fill yet
+ * while that filler's lease runs, at most 30 s: a filler slowed down by a busy front-end still
+ * finds the request when its tee starts); else the deployment waits for the fill's end as without
+ * a spool.
  */
 function joinScript(join: { script: ShellScript; frontend: string; source: string }): ShellScript {
   return sh`if [[ $lowner == ${`${join.frontend}:`}* ]] && [[ $(cat -- "$lease" 2>/dev/null) == *${`"source":${
@@ -173,25 +175,32 @@ function joinScript(join: { script: ShellScript; frontend: string; source: strin
   },`}* ]]; then
       lfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
       spool=.onestor-spool-\${lfill#.onestor-fill-}
-      # Once per command: a filler that is starting gets up to 3 s to make its fill folder (and
-      # its spool before it). Without the folder lock: the filler renews its lease under it.
+      # Once per command: wait for a filler that has not started its fill yet (it makes its spool,
+      # then its fill folder) while its lease runs (renewed only once the fill runs), at most 30 s.
+      # Without the folder lock: the filler renews its lease under it.
       if [ -n "$lfill" ] && [ -z "$joinwaited" ]; then
         joinwaited=1
         # Ask the filler to keep its spool (it drops one nobody asked for in its first seconds).
         onestor_confine write "$PWD/$spool.want"
         : >"$spool.want" 2>/dev/null
         i=0
-        while [ ! -e "$spool.pid" ] && [ ! -d "$lfill" ] && [ $i -lt 30 ] && [ -e "$lease" ]; do
+        while [ ! -e "$spool.pid" ] && [ ! -d "$lfill" ] && [ $i -lt 300 ] && [ -e "$lease" ]; do
+          printf -v jnow '%(%s)T' -1
+          [ "$jnow" -lt "\${lexp:-0}" ] || break
           sleep 0.1
           i=$((i + 1))
         done
       fi
       if [ -n "$lfill" ] && spid=$(cat -- "$spool.pid" 2>/dev/null) && { exec 7<"$spool"; } 2>/dev/null; then
+        # Ask again: another follower that gave up may have taken the request back.
+        [ -e "$spool.want" ] || { onestor_confine write "$PWD/$spool.want"; : >"$spool.want"; } 2>/dev/null
         echo "ONESTOR_NOW=$now"
         echo "ONESTOR_JOINED $lowner"
         ( onestor_follow "$spid" <&7 | ${join.script} )
         joinrc=$?
         exec 7<&-
+        # A filler already gone left no one to remove the request.
+        [ -e "$spool.pid" ] || rm -f -- "$spool.want"
         echo "ONESTOR_SERVE joined rc=$joinrc"
         exit 0
       fi

@@ -58,8 +58,12 @@ labTest(
       await world.sh(host, `mkdir -p ${IMG_DIR} ${DS}/100 && chown -R oneadmin: ${DS}`);
     }
 
-    const config = async (settings: { onestor?: string; sshrc?: string } = {}) => {
-      await world.writeFile("frontend", ONESTOR_CONF, `REPLICA_LEASE_SECONDS=5\n${settings.onestor ?? ""}\n`);
+    const config = async (settings: { onestor?: string; sshrc?: string; leaseSeconds?: number } = {}) => {
+      await world.writeFile(
+        "frontend",
+        ONESTOR_CONF,
+        `REPLICA_LEASE_SECONDS=${settings.leaseSeconds ?? 5}\n${settings.onestor ?? ""}\n`,
+      );
       await world.writeFile("frontend", SSHRC, `${settings.sshrc ?? ""}\n`);
     };
     await config();
@@ -174,7 +178,10 @@ labTest(
 
     await t.step("single flight: 16 parallel deployments, 8 to hv1 and 8 to hv2, one transfer", async () => {
       // A slow front-end link (1 MiB/s, 8 s of fill) so that the deployments really overlap the fill.
-      await config({ sshrc: `REPLICA_SSH_FE_OPTS="${slow(MiB)}"` });
+      // The default lease (30 s): on a loaded machine, 16 deployments sharing 2 cores can take more
+      // than 5 s from taking the lease to starting the fill, and another process then takes the
+      // expired lease over (what a lease is for when its filler died), a second transfer.
+      await config({ sshrc: `REPLICA_SSH_FE_OPTS="${slow(MiB)}"`, leaseSeconds: 30 });
       const ids = Array.from({ length: 16 }, (_, i) => 100 + i);
       const results = await Promise.all(ids.map((vm, i) => clone(vm, i % 2 === 0 ? "hv1" : "hv2", B)));
       results.forEach((r, i) => ok(r, `clone ${ids[i]}`));
