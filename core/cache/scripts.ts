@@ -234,8 +234,11 @@ kill "$renewer" 2>/dev/null
 
 /** Reads the replica's boot id into `$boot` (empty when it cannot be read): no process is started. */
 const READ_BOOT = `boot=; read -r boot </proc/sys/kernel/random/boot_id 2>/dev/null || :`;
-/** True when the record text in `$text` was written or last verified in another boot than this one. */
-const NEW_BOOT = `[ -n "$boot" ] && [[ $text != *'"boot":"'"$boot"'"'* ]]`;
+/**
+ * Sets `$newboot` when the record text in `$text` was written or last verified in another boot
+ * than this one (`$boot`), so the serve script tests it once.
+ */
+const SET_NEW_BOOT = `newboot=; [ -n "$boot" ] && [[ $text != *'"boot":"'"$boot"'"'* ]] && newboot=1`;
 
 /**
  * After a successful content check, the record of an entry written or verified in an earlier boot
@@ -250,7 +253,7 @@ const NEW_BOOT = `[ -n "$boot" ] && [[ $text != *'"boot":"'"$boot"'"'* ]]`;
  * nothing on the way of a deployment otherwise.
  */
 function rebootedScript(): ShellScript {
-  return sh`if ${raw(NEW_BOOT)}; then
+  return sh`if [ -n "$newboot" ]; then
   if flock -w 30 9; then
     if [ "$(cat -- "$rec" 2>/dev/null)" = "$text" ]; then
       new=\${text%\\}}
@@ -277,11 +280,10 @@ export function serveScript(p: ServeParams): ShellScript {
     : sh`flock -u 9
     echo "ONESTOR_SERVE hit"
     exit 0`;
-  const afterPin = p.pin === null
-    ? raw(":")
-    : sh`${
-      p.verify
-        ? sh`if ${p.verifyEveryUse ? raw("true") : raw(NEW_BOOT)}; then
+  const afterPin = p.pin === null ? raw(":") : sh`${
+    p.verify
+      ? sh`${raw(SET_NEW_BOOT)}
+if ${p.verifyEveryUse ? raw("true") : raw(`[ -n "$newboot" ]`)}; then
 ${sumsFunction()}
 got=$(onestor_sums ${p.verify.algorithm} ${Object.keys(p.verify.sums).sort()} 2>"$t/sumerr" | LC_ALL=C sort)
 want=${sumsText.trimEnd()}
@@ -289,7 +291,7 @@ verdict=
 if grep -q ONESTOR_NO_HASH "$t/sumerr"; then verdict=${`nohash ${p.verify.algorithm}`}
 elif [ "$got" != "$(printf '%s\n' "$want" | LC_ALL=C sort)" ]; then
   verdict="bad content checksum mismatch on the replica"
-  ${raw(NEW_BOOT)} && verdict="$verdict (first use since the replica started)"
+  [ -z "$newboot" ] || verdict="$verdict (first use since the replica started)"
 fi
 if [ -n "$verdict" ]; then
   flock -w 30 9 || true
@@ -304,16 +306,16 @@ if [ -n "$verdict" ]; then
 fi
 ${rebootedScript()}
 fi`
-        : raw(":")
-    }
+      : raw(":")
+  }
 ${
-      p.copy
-        ? sh`${pinnedScript({ image: p.image, pin: p.pin!, leaseSeconds: p.leaseSeconds }, p.copy)}
+    p.copy
+      ? sh`${pinnedScript({ image: p.image, pin: p.pin!, leaseSeconds: p.leaseSeconds }, p.copy)}
 echo "ONESTOR_SERVE hit rc=$copyrc"
 exit 0`
-        : sh`echo "ONESTOR_SERVE pinned"
+      : sh`echo "ONESTOR_SERVE pinned"
 exit 0`
-    }`;
+  }`;
   const writes = [`${p.dir}/.monitor`, `${p.dir}/${entryName(p.image)}`, `${p.dir}/${leaseName(p.image)}`];
   if (p.pin) writes.push(`${p.dir}/${p.pin.name}`);
   const removes = p.invalidations.map((i) => i.source);
