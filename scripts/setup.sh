@@ -68,3 +68,14 @@ if [ ! -x node_modules/.bin/deno ] || ! node_modules/.bin/deno --version 2>/dev/
   echo "setup: installing Deno 2.9.6 from the npm registry" >&2
   npm install --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+# `onestor install` bundles the actions with `deno bundle`, whose esbuild Deno fetches from the npm
+# registry into its cache on first use. Fetch it now: the lab's hosts reach no registry and install
+# as oneadmin from this (read-only) cache, and without the bundler their actions would run main.ts.
+deno_cache=${DENO_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/deno}
+if ! ls -d "$deno_cache"/dl/esbuild-* >/dev/null 2>&1; then
+  bundle_tmp=$(mktemp -d)
+  node_modules/.bin/deno bundle --quiet --no-config --no-lock --platform deno --outdir "$bundle_tmp" main.ts \
+    >/dev/null 2>&1 || echo "setup: could not fetch Deno's bundler (actions will run main.ts, slower to start)" >&2
+  rm -rf "$bundle_tmp"
+fi

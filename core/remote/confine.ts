@@ -146,18 +146,20 @@ export function precheck(c: Confinement, host: string, path: string, mode: Confi
 }
 
 /**
- * The shell function `onestor_confine MODE PATH` for `host` (the label a refusal names). It exits
- * the script with {@linkcode CONFINE_EXIT} when PATH does not resolve strictly inside a root; call
- * it at the top level of the script (in a subshell `exit` would only end the subshell).
+ * The shell functions of a confinement for `host` (the label a refusal names):
+ * - `onestor_confine MODE PATH` judges one path (for paths known only on the host, e.g. `$PWD/...`);
+ * - `onestor_confine_judge MODE` judges `$_oc_p`, already resolved into `$_oc_r`, against the roots
+ *   resolved into `$_oc_rr0`, `$_oc_rr1`...;
+ * - `onestor_confine_refuse MODE` prints the refusal and ends the script.
+ * A refusal exits the script with {@linkcode CONFINE_EXIT}; call them at the top level of the
+ * script (in a subshell `exit` would only end the subshell).
  */
 export function confineFunction(c: Confinement, host: string): ShellScript {
   const roots: readonly string[] = c.roots;
   // The roots are resolved once per script, at the first call, into one variable each: a script
   // checks several targets, and each command substitution is a fork that costs about 10 ms on a
-  // busy host (a deployment used to spend half its confinement forks resolving the same root).
-  // The cache is keyed by the roots' spelling, so a script that defines the function again for
-  // other roots resolves those.
-  const rootsKey = `roots:${JSON.stringify(roots)}`;
+  // busy host. The cache is keyed by the roots' spelling, so a script that defines the function
+  // again for other roots resolves those.
   const resolveRoots =
     roots.map((r, i) =>
       sh`    _oc_rr${raw(String(i))}=$(realpath -m -- ${r} 2>/dev/null) || _oc_rr${raw(String(i))}=`.text
@@ -179,10 +181,13 @@ export function confineFunction(c: Confinement, host: string): ShellScript {
       if _oc_r=$(realpath -m -- "\${_oc_d:-/}" 2>&1); then _oc_r=\${_oc_r%/}/\${_oc_p##*/}
       else _oc_r="(cannot resolve: $_oc_r)"; fi ;;
   esac
-  if [ "\${_oc_roots_of:-}" != ${rootsKey} ]; then
-    _oc_roots_of=${rootsKey}
+  if [ "\${_oc_roots_of:-}" != ${rootsKey(roots)} ]; then
+    _oc_roots_of=${rootsKey(roots)}
 ${raw(resolveRoots)}
   fi
+  onestor_confine_judge "$1"
+}
+onestor_confine_judge() {
 ${raw(matchRoots)}
   onestor_confine_refuse "$1"
 }
@@ -196,22 +201,70 @@ onestor_confine_refuse() {
 }`;
 }
 
+/** The key under which a script caches the resolved roots (their spelling). */
+function rootsKey(roots: readonly string[]): string {
+  return `roots:${JSON.stringify(roots)}`;
+}
+
+/** What `realpath` resolves for a target, and what is appended to the result (see the module doc). */
+function resolveInput(mode: ConfineMode, path: string): { input: string; last: string | null } {
+  if (mode === "write" || /\/(\.\.?)?$/.test(path)) return { input: path, last: null };
+  const slash = path.lastIndexOf("/");
+  return { input: path.slice(0, slash) || "/", last: path.slice(slash + 1) };
+}
+
 /**
- * The confinement prologue of a script: {@linkcode confineFunction} and one call per target. Each
- * target is prechecked here first ({@linkcode precheck}), so a path that is outside by its spelling
- * fails before anything runs.
+ * The confinement prologue of a script: {@linkcode confineFunction} and the judgement of every
+ * target. Each target is prechecked here first ({@linkcode precheck}), so a path that is outside by
+ * its spelling fails before anything runs.
+ *
+ * On the host, the roots and all targets are resolved by one `realpath` (one process, where one
+ * per path and root cost a deployment a dozen forks of ~5-10 ms each on a busy host). Its lines are
+ * taken only when it resolved every path and printed exactly one line per path (followed by a
+ * sentinel); otherwise, e.g. when a resolved path holds a newline, each target is judged on its
+ * own by `onestor_confine`, which also names what could not be resolved.
  */
 export function confine(c: Confinement, host: string | null, targets: ConfineTargets): ShellScript {
   const label = host ?? "front-end";
-  const calls: ShellScript[] = [];
+  const checks: { mode: ConfineMode; path: string }[] = [];
   for (const [mode, paths] of [["write", targets.write], ["remove", targets.remove]] as const) {
     for (const path of paths ?? []) {
       precheck(c, label, path, mode);
-      calls.push(sh`onestor_confine ${mode} ${path}`);
+      checks.push({ mode, path });
     }
   }
-  return sh`${confineFunction(c, label)}
-${raw(calls.map((s) => s.text).join("\n"))}`;
+  const functions = confineFunction(c, label);
+  if (checks.length === 0) return functions;
+  const slow = checks.map(({ mode, path }) => sh`onestor_confine ${mode} ${path}`.text).join("\n");
+  // Roots from the configuration are not prechecked: one with a control character takes the slow way.
+  // deno-lint-ignore no-control-regex
+  if (c.roots.some((r) => /[\x00-\x1f\x7f]/.test(r))) return sh`${functions}\n${raw(slow)}`;
+  const inputs = [...c.roots, ...checks.map(({ mode, path }) => resolveInput(mode, path).input)];
+  const pops = inputs.map((_, i) => `  _oc_x${i}=\${_oc_b%%"$_oc_nl"*}; _oc_b=\${_oc_b#*"$_oc_nl"}`).join(
+    "\n",
+  );
+  const setRoots = c.roots.map((_, i) => `  _oc_rr${i}=$_oc_x${i}`).join("\n");
+  const judge = checks.map(({ mode, path }, k) => {
+    const { last } = resolveInput(mode, path);
+    const x = `$_oc_x${c.roots.length + k}`;
+    const resolved = last === null
+      ? raw(`"${x}"`)
+      : sh`"\${_oc_x${raw(String(c.roots.length + k))}%/}"/${last}`;
+    return sh`  _oc_p=${path}; _oc_r=${resolved}; onestor_confine_judge ${mode}`.text;
+  }).join("\n");
+  return sh`${functions}
+_oc_nl='
+'
+if _oc_b=$(realpath -m -- ${inputs} 2>/dev/null && echo .); then
+${raw(pops)}
+fi
+if [ "$_oc_b" = . ]; then
+  _oc_roots_of=${rootsKey(c.roots)}
+${raw(setRoots)}
+${raw(judge)}
+else
+${raw(slow)}
+fi`;
 }
 
 /** `script` preceded by the confinement prologue of its targets (see {@linkcode confine}). */

@@ -171,6 +171,96 @@ echo NOT-REACHED`;
   });
 }
 
+/** Runs the prologue confine() emits for one target, with a realpath that counts its calls. */
+async function judgeTargets(
+  shell: string,
+  w: { base: string },
+  c: Confinement,
+  targets: { write?: string[]; remove?: string[] },
+): Promise<{ code: number; stderr: string; stdout: string; realpaths: number }> {
+  const bin = `${w.base}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  const real =
+    (await new Deno.Command("sh", { args: ["-c", "command -v realpath"], stdout: "piped" }).output())
+      .stdout;
+  await Deno.writeTextFile(
+    `${bin}/realpath`,
+    `#!/bin/sh\necho x >>${w.base}/calls\nexec ${new TextDecoder().decode(real).trim()} "$@"\n`,
+    { mode: 0o755 },
+  );
+  await Deno.remove(`${w.base}/calls`).catch(() => {});
+  const script = sh`${confine(c, "hv-test", targets)}
+echo PASSED`;
+  const out = await new Deno.Command(shell, {
+    args: ["-c", script.text],
+    env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  const calls = await Deno.readTextFile(`${w.base}/calls`).catch(() => "");
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+    realpaths: calls.split("\n").filter(Boolean).length,
+  };
+}
+
+for (const shell of ["sh", "bash"]) {
+  Deno.test(`confine() (${shell}) judges all targets and roots of a script with one realpath`, async () => {
+    await using w = await world();
+    const c = scratchConfinement(w.root);
+    const ok = await judgeTargets(shell, w, c, {
+      write: [`${w.root}/0/7/disk.0`, `${w.root}/0/7/inside-link`, `${w.root}/0/7/new folder/$(id)`],
+      remove: [`${w.root}/0/7/out`, `${w.root}/0/7/dangling`, `${w.root}/0/7`],
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "PASSED\n");
+    assert.equal(ok.realpaths, 1, "one realpath for 6 targets and the root");
+    // Each refusal, alone and after allowed targets, names the right path and what it resolved to.
+    for (
+      const [mode, path, resolved] of [
+        ["write", `${w.root}/0/7/out/decoy`, `${w.outside}/decoy`],
+        ["write", `${w.root}/0/7/out`, w.outside],
+        ["write", `${w.root}/0/7/dangling`, `${w.outside}/new`],
+        ["remove", `${w.root}/0/7/out/decoy`, `${w.outside}/decoy`],
+        ["remove", `${w.root}/0/7/out/`, w.outside],
+      ] as const
+    ) {
+      const before = mode === "write" ? [`${w.root}/0/7/disk.0`] : [];
+      const r = await judgeTargets(shell, w, c, { [mode]: [...before, path] });
+      assert.equal(r.code, CONFINE_EXIT, `${mode} ${path} must be refused: ${r.stdout}`);
+      assert.equal(r.stdout, "");
+      const refusal = refusalIn(r.stderr);
+      assert.ok(refusal, r.stderr);
+      assert.equal(refusal.path, path);
+      assert.equal(refusal.resolved, resolved);
+      assert.equal(refusal.mode, mode);
+      assert.deepEqual(refusal.roots, [w.root]);
+    }
+    assert.equal(await Deno.readTextFile(`${w.outside}/decoy`), "precious\n");
+  });
+
+  Deno.test(`confine() (${shell}) judges each target on its own when a resolved path holds a newline`, async () => {
+    await using w = await world();
+    // A link inside the root to a folder (inside the root too) whose name ends with a newline: its
+    // resolution spans two lines, so the lines of the one realpath no longer match the targets.
+    await Deno.mkdir(`${w.root}/nl\n`);
+    await Deno.symlink(`${w.root}/nl\n`, `${w.root}/0/7/lnk`);
+    const c = scratchConfinement(w.root);
+    const ok = await judgeTargets(shell, w, c, { write: [`${w.root}/0/7/lnk/f`, `${w.root}/0/7/disk.0`] });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(ok.realpaths > 1, "fell back to one realpath per path");
+    const bad = await judgeTargets(shell, w, c, {
+      write: [`${w.root}/0/7/lnk/f`, `${w.root}/0/7/out/decoy`],
+    });
+    assert.equal(bad.code, CONFINE_EXIT);
+    assert.equal(refusalIn(bad.stderr)?.path, `${w.root}/0/7/out/decoy`);
+    assert.equal(refusalIn(bad.stderr)?.resolved, `${w.outside}/decoy`);
+  });
+}
+
 Deno.test("precheck() and confine() refuse by spelling before anything runs", () => {
   const c: Confinement = { roots: ["/var/lib/one//datastores/"], setting: "DATASTORE_LOCATION" };
   assert.doesNotThrow(() => precheck(c, "hv1", "/var/lib/one/datastores//0/7/disk.0", "write"));
