@@ -33,20 +33,52 @@ import { followFunction, teeFunction, widenPipes } from "../transfer/pipes.ts";
 import { entryName, FILL_PREFIX, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
 import { changeScript, type StoreChange } from "./store.ts";
 
-/** Shell functions shared by the replica scripts (bash). */
+/**
+ * Shell functions shared by the replica scripts (bash). They run on every deployment, so they read
+ * files and the clock with the shell's own builtins: on a busy replica each process (a `cat`, a
+ * `sed`, a `date`, the fork of a `$(...)`) costs ~5-10 ms of CPU, and a serve used to start dozens.
+ * - `onestor_slurp VAR FILE`: the whole text of FILE (no trailing newline) into VAR ("" if unreadable);
+ * - `onestor_lease_fields FILE`: `_f_exp` and `_f_owner` of a lease or pin record ("" if absent);
+ * - `onestor_ffp IMAGE`: the promoted files' fingerprint into `fp`;
+ * - `onestor_nap SECONDS`: sleeps without starting a process (a read that times out);
+ * - `onestor_live_pins IMAGE`: whether a deployment still copies from IMAGE;
+ * - `onestor_record FILE`: prints a record for the front-end.
+ */
 export function prelude(): ShellScript {
-  return raw(`onestor_expires() { sed -n 's/.*"expires_at":\\([0-9]*\\)}$/\\1/p' "$1" 2>/dev/null; }
-onestor_owner() { sed -n 's/^{[^}]*"owner":"\\([^"]*\\)".*/\\1/p' "$1" 2>/dev/null; }
-onestor_ffp() { find "$1" "$1.snap" -printf '%y %s %Ts %p\\n' 2>/dev/null | LC_ALL=C sort | sha256sum | cut -c1-64; }
+  return raw(
+    `onestor_slurp() { printf -v "$1" ''; IFS= read -r -d '' "$1" 2>/dev/null <"$2"; printf -v "$1" '%s' "\${!1%$'\\n'}"; }
+onestor_lease_fields() {
+  local _t _re_exp='"expires_at":([0-9]*)[}]$' _re_own='^[{][^}]*"owner":"([^"]*)"'
+  onestor_slurp _t "$1"
+  _f_exp= _f_owner=
+  [[ $_t =~ $_re_exp ]] && _f_exp=\${BASH_REMATCH[1]}
+  [[ $_t =~ $_re_own ]] && _f_owner=\${BASH_REMATCH[1]}
+  return 0
+}
+onestor_ffp() {
+  # One file and no .snap: one line, which sorting would not change.
+  if [ -e "$1.snap" ] || [ -L "$1.snap" ] || [ -d "$1" ]; then
+    read -r fp _ < <(find "$1" "$1.snap" -printf '%y %s %Ts %p\\n' 2>/dev/null | LC_ALL=C sort | sha256sum)
+  else
+    read -r fp _ < <(find "$1" -printf '%y %s %Ts %p\\n' 2>/dev/null | sha256sum)
+  fi
+}
+onestor_nap() {
+  [ -n "\${_nap_fd:-}" ] || exec {_nap_fd}<> <(:) || { sleep "$1"; return 0; }
+  read -r -t "$1" -u "$_nap_fd" _ 2>/dev/null
+  return 0
+}
 onestor_record() { printf 'ONESTOR_RECORD %s %s %s\\n' "$1" "$(stat -c %Y -- "$1")" "$(base64 -w0 <"$1")"; }
 onestor_live_pins() {
-  _n=$(date +%s)
+  printf -v _n '%(%s)T' -1
   for _p in "$1"${PIN_INFIX}*; do
     [ -f "$_p" ] || continue
-    [ "$(onestor_expires "$_p")" -gt "$_n" ] 2>/dev/null && return 0
+    onestor_lease_fields "$_p"
+    [ "\${_f_exp:-0}" -gt "$_n" ] 2>/dev/null && return 0
   done
   return 1
-}`);
+}`,
+  );
 }
 
 /** The lines that print the state of every cache folder under `parent` (for eviction). */
@@ -170,10 +202,12 @@ export interface ServeParams {
  * a spool.
  */
 function joinScript(join: { script: ShellScript; frontend: string; source: string }): ShellScript {
-  return sh`if [[ $lowner == ${`${join.frontend}:`}* ]] && [[ $(cat -- "$lease" 2>/dev/null) == *${`"source":${
+  return sh`onestor_slurp ltext "$lease"
+    if [[ $lowner == ${`${join.frontend}:`}* ]] && [[ $ltext == *${`"source":${
     JSON.stringify(join.source)
   },`}* ]]; then
-      lfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
+      lfill=
+      [[ $ltext =~ $re_fill ]] && lfill=\${BASH_REMATCH[1]}
       spool=.onestor-spool-\${lfill#.onestor-fill-}
       # Once per command: wait for a filler that has not started its fill yet (it makes its spool,
       # then its fill folder) while its lease runs (renewed only once the fill runs), at most 30 s.
@@ -187,11 +221,13 @@ function joinScript(join: { script: ShellScript; frontend: string; source: strin
         while [ ! -e "$spool.pid" ] && [ ! -d "$lfill" ] && [ $i -lt 300 ] && [ -e "$lease" ]; do
           printf -v jnow '%(%s)T' -1
           [ "$jnow" -lt "\${lexp:-0}" ] || break
-          sleep 0.1
+          onestor_nap 0.1
           i=$((i + 1))
         done
       fi
-      if [ -n "$lfill" ] && spid=$(cat -- "$spool.pid" 2>/dev/null) && { exec 7<"$spool"; } 2>/dev/null; then
+      spid=
+      [ -z "$lfill" ] || onestor_slurp spid "$spool.pid"
+      if [ -n "$spid" ] && { exec 7<"$spool"; } 2>/dev/null; then
         # Ask again: another follower that gave up may have taken the request back.
         [ -e "$spool.want" ] || { onestor_confine write "$PWD/$spool.want"; : >"$spool.want"; } 2>/dev/null
         echo "ONESTOR_NOW=$now"
@@ -221,7 +257,8 @@ pinp=${params.pin.prefix}
 ( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
   while sleep ${renew}; do
     { flock -w 10 9 || continue
-      [ -f "$pin" ] && printf '%s%s}' "$pinp" "$(( $(date +%s) + ${params.leaseSeconds} ))" >"$pin.tmp" && mv -f "$pin.tmp" "$pin"
+      printf -v rnow '%(%s)T' -1
+      [ -f "$pin" ] && printf '%s%s}' "$pinp" "$((rnow + ${params.leaseSeconds}))" >"$pin.tmp" && mv -f "$pin.tmp" "$pin"
     } 9>>${LOCK_NAME}
   done ) &
 renewer=$!
@@ -255,11 +292,12 @@ const SET_NEW_BOOT = `newboot=; [ -n "$boot" ] && [[ $text != *'"boot":"'"$boot"
 function rebootedScript(): ShellScript {
   return sh`if [ -n "$newboot" ]; then
   if flock -w 30 9; then
-    if [ "$(cat -- "$rec" 2>/dev/null)" = "$text" ]; then
+    onestor_slurp cur "$rec"
+    if [ "$cur" = "$text" ]; then
       new=\${text%\\}}
       new=\${new%,'"boot":"'*'"'}
       printf '%s,"boot":"%s"}' "$new" "$boot" >"$rec.tmp.$$" && mv -f -- "$rec.tmp.$$" "$rec"
-      printf '{"at":%s,"event":"reverify","image":"%s"}\\n' "$(date +%s)" "$img" >>${LOG_NAME}
+      printf '{"at":%(%s)T,"event":"reverify","image":"%s"}\\n' -1 "$img" >>${LOG_NAME}
     fi
     flock -u 9
   fi
@@ -285,6 +323,8 @@ export function serveScript(p: ServeParams): ShellScript {
       ? sh`${raw(SET_NEW_BOOT)}
 if ${p.verifyEveryUse ? raw("true") : raw(`[ -n "$newboot" ]`)}; then
 ${sumsFunction()}
+t=$(mktemp -d) || exit 70
+trap 'rm -rf "$t"' EXIT
 got=$(onestor_sums ${p.verify.algorithm} ${Object.keys(p.verify.sums).sort()} 2>"$t/sumerr" | LC_ALL=C sort)
 want=${sumsText.trimEnd()}
 verdict=
@@ -297,7 +337,7 @@ if [ -n "$verdict" ]; then
   flock -w 30 9 || true
   rm -f -- ${p.pin!.name}
   if ! onestor_live_pins "$img"; then
-    printf '{"at":%s,"event":"drop","image":"%s","why":"%s"}\n' "$(date +%s)" "$img" "$verdict" >>${LOG_NAME}
+    printf '{"at":%(%s)T,"event":"drop","image":"%s","why":"%s"}\n' -1 "$img" "$verdict" >>${LOG_NAME}
     rm -rf -- "$rec" "$img" "$img.snap"
   fi
   flock -u 9
@@ -329,25 +369,26 @@ lease=${leaseName(p.image)}
 expect=${p.expect ?? ""}
 head=${p.head}
 ${raw(READ_BOOT)}
-mkdir -p -- ${p.dir} && cd -- ${p.dir} || exit 73
-if [ "$(cat .monitor 2>/dev/null)" != replica ]; then
+cd -- ${p.dir} 2>/dev/null || { mkdir -p -- ${p.dir} && cd -- ${p.dir}; } || exit 73
+onestor_slurp mark .monitor
+if [ "$mark" != replica ]; then
   printf 'replica\\n' >.monitor.tmp.$$ && mv -f .monitor.tmp.$$ .monitor || exit 73
 fi
-t=$(mktemp -d) || exit 70
-trap 'rm -rf "$t"' EXIT
 ${invalidationsScript(p.invalidations)}
 exec 9>>${LOCK_NAME} || exit 73
 exec 8>>${waitLockName(p.image)} || exit 73
-deadline=$(( $(date +%s) + ${p.waitSeconds} ))
+printf -v now '%(%s)T' -1
+deadline=$((now + ${p.waitSeconds}))
+re_fill='"fill":"(\\.onestor-fill-[^"/]*)"'
 waited=
 while :; do
   flock -w 30 9 || { echo "ONESTOR_SERVE busy"; exit 0; }
-  now=$(date +%s)
+  printf -v now '%(%s)T' -1
   state=absent
   if [ -f "$rec" ]; then
-    text=$(cat -- "$rec")
+    onestor_slurp text "$rec"
     if [ -n "$expect" ] && [[ $text == "$expect"* ]]; then
-      fp=$(onestor_ffp "$img")
+      onestor_ffp "$img"
       if [[ $text == *"\\"files_fp\\":\\"$fp\\""* ]]; then state=valid; else state=broken; fi
     elif [[ $text == "$head"* ]]; then state=${p.identityChecked ? raw("changed") : raw("identity")}
     else state=changed
@@ -365,7 +406,7 @@ while :; do
   fi
   lexp=0
   lowner=
-  if [ -f "$lease" ]; then lexp=$(onestor_expires "$lease"); lowner=$(onestor_owner "$lease"); fi
+  if [ -f "$lease" ]; then onestor_lease_fields "$lease"; lexp=$_f_exp lowner=$_f_owner; fi
   if [ "\${lexp:-0}" -gt "$now" ] && [ "$lowner" != ${p.owner} ]; then
     flock -u 9
     ${p.join ? joinScript(p.join) : raw(":")}
@@ -378,7 +419,7 @@ while :; do
     # Woken when the filler ends (it holds the wait lock while it fills); a filler that is not
     # holding it (starting, or dead with its lease still running) is looked at again shortly.
     flock -s -w "$((deadline - now))" 8 && flock -u 8
-    sleep 0.2
+    onestor_nap 0.2
     continue
   fi
   echo "ONESTOR_NOW=$now"
@@ -389,7 +430,8 @@ while :; do
     p.lease
       ? sh`oldfill=
   if [ -f "$lease" ]; then
-    oldfill=$(sed -n 's/.*"fill":"\\(\\.onestor-fill-[^"/]*\\)".*/\\1/p' "$lease")
+    onestor_slurp ltext "$lease"
+    [[ $ltext =~ $re_fill ]] && oldfill=\${BASH_REMATCH[1]}
     printf '{"at":%s,"event":"lease-takeover","image":"%s","owner":%s,"from":"%s"}\\n' "$now" "$img" \\
       ${JSON.stringify(p.owner)} "$lowner" >>${LOG_NAME}
   fi
@@ -403,7 +445,8 @@ while :; do
   ${p.scan === null ? raw(":") : folderScanScript(p.scan)}
   exit 0
 done
-[ -z "$waited" ] || echo "ONESTOR_WAITED $(( $(date +%s) - waited ))"
+printf -v end '%(%s)T' -1
+[ -z "$waited" ] || echo "ONESTOR_WAITED $((end - waited))"
 ${afterPin}`;
 }
 
@@ -641,7 +684,7 @@ if [ -z "$problem" ]; then
         ${json(p.record.source)} ${json(p.record.filledBy)} "$sent" >>${LOG_NAME} 2>/dev/null
       rm -rf -- "$rec" "$img" "$img.md5sum" "$img.snap" && mv -f -- "$fill/$img" "$img" &&
         { [ ! -e "$fill/$img.snap" ] || mv -f -- "$fill/$img.snap" "$img.snap"; } || exit 74
-      fp=$(onestor_ffp "$img")
+      onestor_ffp "$img"
       # The boot this entry was written in: its first use in another boot checks its content.
       ${raw(READ_BOOT)}
       bootkey=

@@ -80,7 +80,10 @@ export function parseCloneSource(arg: string): CloneSource {
  * folder (a stale `<disk>.snap` is replaced or removed when the copy is committed).
  */
 export function prepareScript(services: TmServices, dst: VmFile): ShellScript {
-  return joinScripts([markerScript(dst.dsDir, services.driver), sh`mkdir -p -- ${dst.vmDir} || exit 1`]);
+  return joinScripts([
+    markerScript(dst.dsDir, services.driver),
+    sh`[ -d ${dst.vmDir} ] || mkdir -p -- ${dst.vmDir} || exit 1`,
+  ]);
 }
 
 /** What {@linkcode prepareScript} writes (for the confinement of the script that runs it). */

@@ -20,8 +20,12 @@ import { sh, type ShellScript } from "../remote/shell.ts";
  */
 export function markerScript(dsDir: string, driver: string): ShellScript {
   const marker = `${dsDir}/.monitor`;
-  return sh`mkdir -p -- ${dsDir} || exit 1
-if [ "$(cat -- ${marker} 2>/dev/null)" != ${driver} ]; then
+  // Read with the shell's own `read` (no process when the marker is already right, as it is for
+  // every deployment but a host's first).
+  return sh`[ -d ${dsDir} ] || mkdir -p -- ${dsDir} || exit 1
+_mk=
+{ IFS= read -r _mk || :; } 2>/dev/null <${marker}
+if [ "$_mk" != ${driver} ]; then
   printf '%s\\n' ${driver} >${marker}.tmp.$$ && mv -f -- ${marker}.tmp.$$ ${marker} ||
     { rm -f -- ${marker}.tmp.$$; [ "$(cat -- ${marker} 2>/dev/null)" = ${driver} ] || exit 1; }
 fi`;

@@ -296,7 +296,9 @@ ${sums && !sums.known ? sumsFunction() : raw(":")}
   rc=$?
   {
     echo "rc=$rc"
-    echo "bytes=$(sed -n 's/^Total bytes written: \\([0-9]*\\).*/\\1/p' "$t/err")"
+    b=
+    while IFS= read -r l; do case $l in 'Total bytes written: '*) b=\${l#Total bytes written: }; b=\${b%% *} ;; esac; done <"$t/err"
+    echo "bytes=$b"
     ${
     sums
       ? sh`${
@@ -304,7 +306,7 @@ ${sums && !sums.known ? sumsFunction() : raw(":")}
     echo "sums_rc=$?"`)
       }
     echo ${`alg=${sums?.algorithm}`}
-    sed 's/^/sum /' "$t/sums"`
+    while IFS= read -r l; do printf 'sum %s\\n' "$l"; done <"$t/sums"`
       : raw(":")
   }
     ${
@@ -318,17 +320,25 @@ ${sums && !sums.known ? sumsFunction() : raw(":")}
   tar -b ${TAR_BLOCKING} -cf - -C "$t" ${TRAILER}
 } ${compress ? raw(`| ${compress} `) : raw("")}| ${sink}
 rc=$?
-grep -v '^Total bytes written' "$t/err" >&2
+# What the caller reads from stderr, with the shell's own read (no process per line kind).
+while IFS= read -r l; do case $l in 'Total bytes written'*) ;; *) printf '%s\\n' "$l" ;; esac; done <"$t/err" >&2
 [ -s "$t/sumerr" ] && cat "$t/sumerr" >&2
+unchanged=
+while IFS= read -r l; do
+  case $l in
+  bytes=*) printf 'ONESTOR_SRC_BYTES=%s\\n' "\${l#bytes=}" ;;
+  changed=*) printf 'ONESTOR_SRC_CHANGED=%s\\n' "\${l#changed=}"; [ "$l" = changed=0 ] && unchanged=1 ;;
+  sums_rc=*) printf 'ONESTOR_SRC_SUMS_RC=%s\\n' "\${l#sums_rc=}" ;;
+  'sum '*) printf 'ONESTOR_SRC_SUM %s\\n' "\${l#sum }" ;;
+  esac
+done >&2 2>/dev/null <"$t/${TRAILER}"
 ${
     options.fingerprint || sums?.known
       ? raw(
-        `grep -qx changed=0 "$t/${TRAILER}" 2>/dev/null && printf 'ONESTOR_SRC_FP %s\\n' "$(printf '%s' "$fp0" | base64 -w0)" >&2`,
+        `[ -n "$unchanged" ] && printf 'ONESTOR_SRC_FP %s\\n' "$(printf '%s' "$fp0" | base64 -w0)" >&2`,
       )
       : raw(":")
   }
-sed -n -e 's/^bytes=/ONESTOR_SRC_BYTES=/p' -e 's/^changed=/ONESTOR_SRC_CHANGED=/p' -e 's/^sums_rc=/ONESTOR_SRC_SUMS_RC=/p' \\
-  -e 's/^sum /ONESTOR_SRC_SUM /p' "$t/${TRAILER}" >&2 2>/dev/null
 exit $rc`;
 }
 
@@ -357,21 +367,34 @@ fi`;
   });
   const finish = request.to.finish;
   const finals = request.from.entries.map((e) => `${dir}/${e.as ?? e.name}`);
+  // Few processes: on a busy host every fork costs ~5-10 ms of CPU, and a deployment runs this once
+  // per disk. The trailer and tar's totals are read with the shell's own `read`.
   return sh`set -o pipefail
+export LC_ALL=C
 ${
     confine(request.to.confine, request.to.host, {
       write: [`${dir}/${tmp}`, ...finals, ...(request.to.writes ?? [])],
     })
   }
 ${widenPipes("STDIN")}
-mkdir -p -- ${dir} && cd -- ${dir} || exit 73
+cd -- ${dir} 2>/dev/null || { mkdir -p -- ${dir} && cd -- ${dir}; } || exit 73
 ${request.to.prepare ?? raw(":")}
 staged=${`${dir}/${tmp}`}
-rm -rf -- "$staged" && mkdir -- "$staged" || exit 73
-t=$(mktemp -d) || exit 70
+mkdir -- "$staged" 2>/dev/null || { rm -rf -- "$staged" && mkdir -- "$staged"; } || exit 73
+# The scratch folder is not on the destination's file system: a full disk must not lose tar's
+# error messages.
+t=$(mktemp -d) || { rm -rf -- "$staged"; exit 70; }
 trap 'rm -rf "$t" "$staged"' EXIT
 trap 'exit 143' TERM INT HUP
-fail() { printf 'ONESTOR_RECV_FAIL %s\\n' "$*"; grep -v '^Total bytes read' "$t/err" 2>/dev/null | tail -n 3 >&2; exit 75; }
+onestor_lines() { while IFS= read -r _l || [ -n "$_l" ]; do printf '%s\\n' "$_l"; done; }
+fail() {
+  printf 'ONESTOR_RECV_FAIL %s\\n' "$*"
+  local e=() from _l
+  while IFS= read -r _l; do case $_l in 'Total bytes read'*) ;; *) e+=("$_l") ;; esac; done 2>/dev/null <"$t/err"
+  from=$(( \${#e[@]} > 3 ? \${#e[@]} - 3 : 0 ))
+  [ \${#e[@]} -eq 0 ] || printf '%s\\n' "\${e[@]:from}" >&2
+  exit 75
+}
 ${verify ? sumsFunction() : raw(":")}
 ${
     decompress
@@ -381,48 +404,61 @@ ${
 rc=$?
 end=${`${tmp}/${TRAILER}`}
 [ -f "$end" ] || fail "the stream ended before the sender finished (unpacking exit $rc)"
-src=$(sed -n 's/^rc=//p' "$end")
+src= sent= alg= sums_rc= endsize=0 wantsums=()
+while IFS= read -r _l; do
+  endsize=$((endsize + \${#_l} + 1))
+  case $_l in
+  rc=*) src=\${_l#rc=} ;;
+  bytes=*) sent=\${_l#bytes=} ;;
+  alg=*) alg=\${_l#alg=} ;;
+  sums_rc=*) sums_rc=\${_l#sums_rc=} ;;
+  'sum '*) wantsums+=("\${_l#sum }") ;;
+  esac
+done <"$end"
+got=
+while IFS= read -r _l; do
+  case $_l in 'Total bytes read: '*) got=\${_l#Total bytes read: }; got=\${got%% *} ;; esac
+done <"$t/err"
 [ "$src" = 0 ] || fail "the sender failed (tar exit \${src:-?})"
 [ "$rc" = 0 ] || fail "unpacking failed (tar exit $rc)"
-sent=$(sed -n 's/^bytes=//p' "$end")
-got=$(sed -n 's/^Total bytes read: \\([0-9]*\\).*/\\1/p' "$t/err")
 # The trailer archive: header, data blocks, end-of-archive blocks, padded to a record. tar -i may
-# count one more (empty) record than it read.
-tb=$(( (1536 + ($(stat -c %s "$end") + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
+# count one more (empty) record than it read. (Every trailer line ends with a newline.)
+tb=$(( (1536 + (endsize + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
 case "$sent:$got" in *[!0-9:]* | :* | *:) fail "no byte count (sent '$sent', read '$got')" ;; esac
 [ "$got" -ge $((sent + tb)) ] && [ "$got" -le $((sent + tb + ${TAR_RECORD})) ] ||
   fail "read $got bytes for $sent sent"
 ${
     verify
-      ? sh`alg=$(sed -n 's/^alg=//p' "$end")
-[ "$(sed -n 's/^sums_rc=//p' "$end")" = 0 ] || fail "the sender could not checksum its files ($alg)"
-sed -n 's/^sum //p' "$end" | LC_ALL=C sort >"$t/want"
+      ? sh`[ "$sums_rc" = 0 ] || fail "the sender could not checksum its files ($alg)"
+{ [ \${#wantsums[@]} -eq 0 ] || printf '%s\\n' "\${wantsums[@]}"; } | sort >"$t/want"
 mapfile -t names < <(sed 's/^[0-9a-f]*  //' "$t/want")
-( cd -- ${tmp} && onestor_sums "$alg" "\${names[@]}" ) 2>"$t/sumerr" | LC_ALL=C sort >"$t/got"
+( cd -- ${tmp} && onestor_sums "$alg" "\${names[@]}" ) 2>"$t/sumerr" | sort >"$t/got"
 if grep -q ONESTOR_NO_HASH "$t/sumerr"; then fail "no-hash $alg"; fi
 cmp -s "$t/want" "$t/got" || fail "content checksum mismatch ($alg)"`
       : raw(":")
   }
-rm -f -- "$end"
 ${
     request.sparse === false
-      ? sh`find ${tmp} -type f -print0 | while IFS= read -r -d '' f; do
+      ? sh`rm -f -- "$end"
+find ${tmp} -type f -print0 | while IFS= read -r -d '' f; do
   fallocate -l "$(stat -c %s -- "$f")" -- "$f" || fail "cannot allocate $f (SPARSE=NO)"
 done || exit 75`
       : raw(":")
   }
 ${joinScripts(moves)}
-rm -rf -- ${tmp}
+rm -rf -- "$staged"
 echo "ONESTOR_RECV_OK bytes=$sent"
 ${
     finish
       ? sh`if ! ( ${finish}
 ) 2>"$t/finerr"; then
-  printf 'ONESTOR_FINISH_FAIL %s\n' "$(grep -v '^ONESTOR_' "$t/finerr" | tail -n 2 | tr '\n' ' ')"
-  cat "$t/finerr" >&2
+  m=()
+  while IFS= read -r _l; do case $_l in ONESTOR_*) ;; *) m+=("$_l") ;; esac; done <"$t/finerr"
+  printf 'ONESTOR_FINISH_FAIL %s\\n' "\${m[*]: -2}"
+  onestor_lines <"$t/finerr" >&2
   exit 76
 fi
-cat "$t/finerr" >&2`
+onestor_lines <"$t/finerr" >&2`
       : raw(":")
   }
 exit 0`;
