@@ -595,16 +595,18 @@ exec 9>>${LOCK_NAME} || exit 73
 exec 8>>${waitLockName(p.image)} || exit 73
 flock -w 30 9 || { echo "ONESTOR_FILL conflict the cache lock stayed busy"; exit 0; }
 acq=${p.acquired}
-ours() { [[ $(cat -- "$lease" 2>/dev/null) == "$leasep$acq,"* ]]; }
+ours() { onestor_slurp ltext "$lease"; [[ $ltext == "$leasep$acq,"* ]]; }
 ours || { flock -u 9; echo "ONESTOR_FILL conflict the lease is no longer this process's"; exit 0; }
 ${
     p.expectRecord === null
       ? sh`[ ! -e "$rec" ] || { flock -u 9; echo "ONESTOR_FILL conflict the record changed"; exit 0; }`
-      : sh`[ -f "$rec" ] && [ "$(cat -- "$rec")" = ${p.expectRecord} ] ||
+      : sh`onestor_slurp rtext "$rec"
+[ -f "$rec" ] && [ "$rtext" = ${p.expectRecord} ] ||
   { flock -u 9; echo "ONESTOR_FILL conflict the record changed"; exit 0; }`
   }
 ${raw(evictions.map((e) => e.text).join("\n"))}
-printf '%s' "$leasep$acq,\\"expires_at\\":$(( $(date +%s) + ${p.leaseSeconds} ))}" >"$lease.tmp.$$" &&
+printf -v now '%(%s)T' -1
+printf '%s' "$leasep$acq,\\"expires_at\\":$((now + ${p.leaseSeconds}))}" >"$lease.tmp.$$" &&
   mv -f -- "$lease.tmp.$$" "$lease" || exit 74
 rm -rf -- "$fill"
 printf '%s\\n' ${p.startLog} >>${LOG_NAME} 2>/dev/null
@@ -614,7 +616,8 @@ echo "ONESTOR_FILL started"
 ( exec 8>&- 9>&- </dev/null >/dev/null 2>&1
   while sleep ${Math.max(1, Math.floor(p.leaseSeconds / 3))}; do
     { flock -w 10 9 || continue
-      ours && printf '%s' "$leasep$acq,\\"expires_at\\":$(( $(date +%s) + ${p.leaseSeconds} ))}" >"$lease.tmp.r" &&
+      printf -v rnow '%(%s)T' -1
+      ours && printf '%s' "$leasep$acq,\\"expires_at\\":$((rnow + ${p.leaseSeconds}))}" >"$lease.tmp.r" &&
         mv -f -- "$lease.tmp.r" "$lease"
     } 9>>${LOCK_NAME}
   done ) &
@@ -627,23 +630,36 @@ ${branch}
 kill "$renewer" 2>/dev/null
 problem=
 end="$fill/${TRAILER}"
+# The trailer and tar's totals, read with the shell's own read (every trailer line ends with a newline).
+t_rc= t_changed= t_sums_rc= t_alg= sent= endsize=0 sumlines=() names=() sums=()
+while IFS= read -r l; do
+  endsize=$((endsize + \${#l} + 1))
+  case $l in
+  rc=*) t_rc=\${l#rc=} ;;
+  changed=*) t_changed=\${l#changed=} ;;
+  sums_rc=*) t_sums_rc=\${l#sums_rc=} ;;
+  alg=*) t_alg=\${l#alg=} ;;
+  bytes=*) sent=\${l#bytes=} ;;
+  'sum '*) x=\${l#sum }; sumlines+=("$x"); sums+=("\${x%%  *}"); names+=("\${x#*  }") ;;
+  esac
+done 2>/dev/null <"$end"
+got=
+while IFS= read -r l; do
+  case $l in 'Total bytes read: '*) got=\${l#Total bytes read: }; got=\${got%% *} ;; esac
+done <"$t/err"
 if [ ! -f "$end" ]; then problem="the stream ended before the front-end finished (unpacking exit $xrc)"
-elif [ "$(sed -n 's/^rc=//p' "$end")" != 0 ]; then problem="the front-end's tar failed"
+elif [ "$t_rc" != 0 ]; then problem="the front-end's tar failed"
 elif [ "$xrc" != 0 ]; then problem="unpacking failed (tar exit $xrc)"
-elif [ "$(sed -n 's/^changed=//p' "$end")" != 0 ]; then problem="the image changed on the front-end while it was copied"
-elif [ "$(sed -n 's/^sums_rc=//p' "$end")" != 0 ]; then problem="the front-end could not checksum the files it sent"
-elif [ "$(sed -n 's/^alg=//p' "$end")" != ${p.record.algorithm} ]; then problem="unexpected checksum algorithm"
+elif [ "$t_changed" != 0 ]; then problem="the image changed on the front-end while it was copied"
+elif [ "$t_sums_rc" != 0 ]; then problem="the front-end could not checksum the files it sent"
+elif [ "$t_alg" != ${p.record.algorithm} ]; then problem="unexpected checksum algorithm"
 else
-  sent=$(sed -n 's/^bytes=//p' "$end")
-  got=$(sed -n 's/^Total bytes read: \\([0-9]*\\).*/\\1/p' "$t/err")
-  tb=$(( (1536 + ($(stat -c %s "$end") + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
+  tb=$(( (1536 + (endsize + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
   if [ -z "$sent" ] || [ -z "$got" ] || [ "$got" -lt $((sent + tb)) ] || [ "$got" -gt $((sent + tb + ${TAR_RECORD})) ]; then
     problem="read $got bytes for $sent sent"
   fi
 fi
 if [ -z "$problem" ]; then
-  mapfile -t names < <(sed -n 's/^sum [0-9a-f]*  //p' "$end")
-  mapfile -t sums < <(sed -n 's/^sum \\([0-9a-f]*\\)  .*/\\1/p' "$end")
   want=(${p.record.sumNames})
   keys=(${sumKeys})
   if [ "\${names[*]}" != "\${want[*]}" ] || [ \${#sums[@]} -ne \${#want[@]} ]; then
@@ -651,7 +667,7 @@ if [ -z "$problem" ]; then
   else
     sj=
     for i in "\${!keys[@]}"; do sj="$sj\${sj:+,}\${keys[$i]}:\\"\${sums[$i]}\\""; done
-    checksum=$({ printf '%s\\n' ${p.record.algorithm}; sed -n 's/^sum //p' "$end"; } | sha256sum | cut -c1-64)
+    read -r checksum _ < <({ printf '%s\\n' ${p.record.algorithm}; printf '%s\\n' "\${sumlines[@]}"; } | sha256sum)
     files=
     alloc=0
     fnames=(${p.record.files})
@@ -675,11 +691,11 @@ if [ -z "$problem" ]; then
     elif ${
     p.expectRecord === null
       ? sh`[ -e "$rec" ]`
-      : sh`! { [ -f "$rec" ] && [ "$(cat -- "$rec")" = ${p.expectRecord} ]; }`
+      : sh`! { onestor_slurp rtext "$rec"; [ -f "$rec" ] && [ "$rtext" = ${p.expectRecord} ]; }`
   }; then problem="the cache records changed meanwhile"
     elif onestor_live_pins "$img"; then problem="the previous entry is still being copied by a deployment"
     else
-      now=$(date +%s)
+      printf -v now '%(%s)T' -1
       printf '{"at":%s,"event":"promote","image":"%s","source":%s,"owner":%s,"bytes":%s}\\n' "$now" "$img" \\
         ${json(p.record.source)} ${json(p.record.filledBy)} "$sent" >>${LOG_NAME} 2>/dev/null
       rm -rf -- "$rec" "$img" "$img.md5sum" "$img.snap" && mv -f -- "$fill/$img" "$img" &&

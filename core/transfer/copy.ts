@@ -446,7 +446,6 @@ done || exit 75`
       : raw(":")
   }
 ${joinScripts(moves)}
-rm -rf -- "$staged"
 echo "ONESTOR_RECV_OK bytes=$sent"
 ${
     finish
