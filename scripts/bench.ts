@@ -143,13 +143,18 @@ async function copyBenchmarks(rows: BenchRow[]): Promise<void> {
 }
 
 /** CPU and wall time of running a command many times on the front-end of a lab. */
-async function startupSamples(world: World, argv: string[], stdin?: string) {
+async function startupSamples(
+  world: World,
+  argv: string[],
+  stdin?: string,
+  env: Record<string, string> = {},
+) {
   const wall: number[] = [];
   const cpu: number[] = [];
   for (let i = 0; i < STARTUP_RUNS; i++) {
     const before = world.lab.cpu("frontend");
     const t0 = performance.now();
-    const r = await world.lab.exec("frontend", argv, { user: "oneadmin", stdin, env: world.env() });
+    const r = await world.lab.exec("frontend", argv, { user: "oneadmin", stdin, env: world.env(env) });
     wall.push((performance.now() - t0) / 1000);
     const after = world.lab.cpu("frontend");
     if (before && after) cpu.push(after.user + after.sys - before.user - before.sys);
@@ -184,7 +189,15 @@ async function startupBenchmark(rows: BenchRow[]): Promise<void> {
     [`/var/lib/one/remotes/tm/${world.tmName}/monitor`, "100"],
     stdin,
   );
-  const bare = await startupSamples(world, [deno, ...flags, empty], stdin);
+  // The same Deno cache as the launcher gives actions (one oneadmin can write), so that the baseline is
+  // Deno itself under the same conditions.
+  const denoDir = launcher.match(/^DENO_DIR='([^']+)'$/m)?.[1];
+  const bare = await startupSamples(
+    world,
+    [deno, ...flags, empty],
+    stdin,
+    denoDir ? { DENO_DIR: denoDir } : {},
+  );
   const bash = await startupSamples(world, ["bash", "-c", "cat >/dev/null"], stdin);
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
   for (
