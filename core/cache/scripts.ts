@@ -27,7 +27,7 @@
 
 import { confine, type Confinement } from "../remote/confine.ts";
 import { quote, raw, sh, type ShellScript } from "../remote/shell.ts";
-import { TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
+import { readTrailerFunction, TAR_BLOCKING, TAR_RECORD, TRAILER } from "../transfer/copy.ts";
 import { sumsFunction } from "../transfer/hashes.ts";
 import { followFunction, teeFunction, widenPipes } from "../transfer/pipes.ts";
 import { entryName, FILL_PREFIX, leaseName, LOCK_NAME, LOG_NAME, PIN_INFIX, waitLockName } from "./entry.ts";
@@ -571,6 +571,7 @@ xrc=$?`;
   return sh`set -o pipefail
 ${confine(p.confine, p.host, { write: writes, remove: removes })}
 ${prelude()}
+${readTrailerFunction()}
 ${teeFunction()}
 ${widenPipes("STDIN")}
 img=${p.image}
@@ -630,23 +631,10 @@ ${branch}
 kill "$renewer" 2>/dev/null
 problem=
 end="$fill/${TRAILER}"
-# The trailer and tar's totals, read with the shell's own read (every trailer line ends with a newline).
-t_rc= t_changed= t_sums_rc= t_alg= sent= endsize=0 sumlines=() names=() sums=()
-while IFS= read -r l; do
-  endsize=$((endsize + \${#l} + 1))
-  case $l in
-  rc=*) t_rc=\${l#rc=} ;;
-  changed=*) t_changed=\${l#changed=} ;;
-  sums_rc=*) t_sums_rc=\${l#sums_rc=} ;;
-  alg=*) t_alg=\${l#alg=} ;;
-  bytes=*) sent=\${l#bytes=} ;;
-  'sum '*) x=\${l#sum }; sumlines+=("$x"); sums+=("\${x%%  *}"); names+=("\${x#*  }") ;;
-  esac
-done 2>/dev/null <"$end"
-got=
-while IFS= read -r l; do
-  case $l in 'Total bytes read: '*) got=\${l#Total bytes read: }; got=\${got%% *} ;; esac
-done <"$t/err"
+onestor_read_trailer "$end" "$t/err"
+sent=$t_bytes got=$t_got tb=$t_tb
+sums=("\${t_sums[@]%%  *}")
+names=("\${t_sums[@]#*  }")
 if [ ! -f "$end" ]; then problem="the stream ended before the front-end finished (unpacking exit $xrc)"
 elif [ "$t_rc" != 0 ]; then problem="the front-end's tar failed"
 elif [ "$xrc" != 0 ]; then problem="unpacking failed (tar exit $xrc)"
@@ -654,7 +642,6 @@ elif [ "$t_changed" != 0 ]; then problem="the image changed on the front-end whi
 elif [ "$t_sums_rc" != 0 ]; then problem="the front-end could not checksum the files it sent"
 elif [ "$t_alg" != ${p.record.algorithm} ]; then problem="unexpected checksum algorithm"
 else
-  tb=$(( (1536 + (endsize + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
   if [ -z "$sent" ] || [ -z "$got" ] || [ "$got" -lt $((sent + tb)) ] || [ "$got" -gt $((sent + tb + ${TAR_RECORD})) ]; then
     problem="read $got bytes for $sent sent"
   fi
@@ -667,7 +654,7 @@ if [ -z "$problem" ]; then
   else
     sj=
     for i in "\${!keys[@]}"; do sj="$sj\${sj:+,}\${keys[$i]}:\\"\${sums[$i]}\\""; done
-    read -r checksum _ < <({ printf '%s\\n' ${p.record.algorithm}; printf '%s\\n' "\${sumlines[@]}"; } | sha256sum)
+    read -r checksum _ < <({ printf '%s\\n' ${p.record.algorithm}; printf '%s\\n' "\${t_sums[@]}"; } | sha256sum)
     files=
     alloc=0
     fnames=(${p.record.files})

@@ -343,6 +343,36 @@ exit $rc`;
 }
 
 /**
+ * Bash function `onestor_read_trailer END ERR`: reads a stream's trailer file END and tar's totals in
+ * ERR with the shell's own `read` (no process), into `t_rc`, `t_changed`, `t_sums_rc`, `t_alg`,
+ * `t_bytes` (what the sender's tar wrote), `t_sums` (the `sum` lines without their prefix), `t_got`
+ * (what the receiving tar read) and `t_tb` (the bytes the trailer's own archive takes in the stream:
+ * header, data blocks and end-of-archive blocks padded to a record; every trailer line ends with a
+ * newline, so its size is the sum of its lines).
+ */
+export function readTrailerFunction(): ShellScript {
+  return raw(`onestor_read_trailer() {
+  local l size=0 LC_ALL=C
+  t_rc= t_changed= t_sums_rc= t_alg= t_bytes= t_got= t_sums=()
+  while IFS= read -r l; do
+    size=$((size + \${#l} + 1))
+    case $l in
+    rc=*) t_rc=\${l#rc=} ;;
+    changed=*) t_changed=\${l#changed=} ;;
+    sums_rc=*) t_sums_rc=\${l#sums_rc=} ;;
+    alg=*) t_alg=\${l#alg=} ;;
+    bytes=*) t_bytes=\${l#bytes=} ;;
+    'sum '*) t_sums+=("\${l#sum }") ;;
+    esac
+  done 2>/dev/null <"$1"
+  while IFS= read -r l; do
+    case $l in 'Total bytes read: '*) t_got=\${l#Total bytes read: }; t_got=\${t_got%% *} ;; esac
+  done 2>/dev/null <"$2"
+  t_tb=$(( (1536 + (size + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
+}`);
+}
+
+/**
  * The receiver: prepare the destination, unpack the stream into the temporary folder `tmp` inside
  * it, check the trailer, commit (rename into place), finish. Prints `ONESTOR_RECV_OK bytes=N` or
  * `ONESTOR_RECV_FAIL <reason>` (exit 75); a failing finish prints `ONESTOR_FINISH_FAIL` (exit 76).
@@ -395,6 +425,7 @@ fail() {
   [ \${#e[@]} -eq 0 ] || printf '%s\\n' "\${e[@]:from}" >&2
   exit 75
 }
+${readTrailerFunction()}
 ${verify ? sumsFunction() : raw(":")}
 ${
     decompress
@@ -404,33 +435,18 @@ ${
 rc=$?
 end=${`${tmp}/${TRAILER}`}
 [ -f "$end" ] || fail "the stream ended before the sender finished (unpacking exit $rc)"
-src= sent= alg= sums_rc= endsize=0 wantsums=()
-while IFS= read -r _l; do
-  endsize=$((endsize + \${#_l} + 1))
-  case $_l in
-  rc=*) src=\${_l#rc=} ;;
-  bytes=*) sent=\${_l#bytes=} ;;
-  alg=*) alg=\${_l#alg=} ;;
-  sums_rc=*) sums_rc=\${_l#sums_rc=} ;;
-  'sum '*) wantsums+=("\${_l#sum }") ;;
-  esac
-done <"$end"
-got=
-while IFS= read -r _l; do
-  case $_l in 'Total bytes read: '*) got=\${_l#Total bytes read: }; got=\${got%% *} ;; esac
-done <"$t/err"
-[ "$src" = 0 ] || fail "the sender failed (tar exit \${src:-?})"
+onestor_read_trailer "$end" "$t/err"
+sent=$t_bytes got=$t_got alg=$t_alg tb=$t_tb
+[ "$t_rc" = 0 ] || fail "the sender failed (tar exit \${t_rc:-?})"
 [ "$rc" = 0 ] || fail "unpacking failed (tar exit $rc)"
-# The trailer archive: header, data blocks, end-of-archive blocks, padded to a record. tar -i may
-# count one more (empty) record than it read. (Every trailer line ends with a newline.)
-tb=$(( (1536 + (endsize + 511) / 512 * 512 + ${TAR_RECORD} - 1) / ${TAR_RECORD} * ${TAR_RECORD} ))
+# tar -i may count one more (empty) record than it read.
 case "$sent:$got" in *[!0-9:]* | :* | *:) fail "no byte count (sent '$sent', read '$got')" ;; esac
 [ "$got" -ge $((sent + tb)) ] && [ "$got" -le $((sent + tb + ${TAR_RECORD})) ] ||
   fail "read $got bytes for $sent sent"
 ${
     verify
-      ? sh`[ "$sums_rc" = 0 ] || fail "the sender could not checksum its files ($alg)"
-{ [ \${#wantsums[@]} -eq 0 ] || printf '%s\\n' "\${wantsums[@]}"; } | sort >"$t/want"
+      ? sh`[ "$t_sums_rc" = 0 ] || fail "the sender could not checksum its files ($alg)"
+{ [ \${#t_sums[@]} -eq 0 ] || printf '%s\\n' "\${t_sums[@]}"; } | sort >"$t/want"
 mapfile -t names < <(sed 's/^[0-9a-f]*  //' "$t/want")
 ( cd -- ${tmp} && onestor_sums "$alg" "\${names[@]}" ) 2>"$t/sumerr" | sort >"$t/got"
 if grep -q ONESTOR_NO_HASH "$t/sumerr"; then fail "no-hash $alg"; fi

@@ -43,6 +43,42 @@ async function world() {
   };
 }
 
+/**
+ * Runs `script` with `shell`, with a realpath ahead of the real one on PATH that counts its calls
+ * (in `<base>/calls`, emptied first).
+ */
+async function runCountingRealpath(
+  shell: string,
+  base: string,
+  script: string,
+): Promise<{ code: number; stdout: string; stderr: string; realpaths: number }> {
+  const bin = `${base}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  const real =
+    (await new Deno.Command("sh", { args: ["-c", "command -v realpath"], stdout: "piped" }).output())
+      .stdout;
+  await Deno.writeTextFile(
+    `${bin}/realpath`,
+    `#!/bin/sh\necho x >>${base}/calls\nexec ${new TextDecoder().decode(real).trim()} "$@"\n`,
+    { mode: 0o755 },
+  );
+  await Deno.remove(`${base}/calls`).catch(() => {});
+  const out = await new Deno.Command(shell, {
+    args: ["-c", script],
+    env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  const calls = await Deno.readTextFile(`${base}/calls`).catch(() => "");
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+    realpaths: calls.split("\n").filter(Boolean).length,
+  };
+}
+
 async function judge(
   shell: string,
   c: Confinement,
@@ -129,17 +165,6 @@ for (const shell of ["sh", "bash"]) {
 
   Deno.test(`onestor_confine (${shell}) resolves the roots once per script, and again for other roots`, async () => {
     await using w = await world();
-    // A realpath that counts its calls, ahead of the real one on PATH.
-    const bin = `${w.base}/bin`;
-    await Deno.mkdir(bin);
-    const real =
-      (await new Deno.Command("sh", { args: ["-c", "command -v realpath"], stdout: "piped" }).output())
-        .stdout;
-    await Deno.writeTextFile(
-      `${bin}/realpath`,
-      `#!/bin/sh\necho "$*" >>${w.base}/calls\nexec ${new TextDecoder().decode(real).trim()} "$@"\n`,
-      { mode: 0o755 },
-    );
     const inRoot = scratchConfinement(w.root);
     const inOutside = scratchConfinement(w.outside);
     const script = sh`${confine(inRoot, "hv-test", {})}
@@ -150,61 +175,33 @@ ${confine(inOutside, "hv-test", {})}
 onestor_confine write ${`${w.outside}/decoy`}
 onestor_confine write ${`${w.root}/0/7/disk.3`}
 echo NOT-REACHED`;
-    const out = await new Deno.Command(shell, {
-      args: ["-c", script.text],
-      env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const dec = new TextDecoder();
+    const out = await runCountingRealpath(shell, w.base, script.text);
     assert.equal(
       out.code,
       CONFINE_EXIT,
       "disk.3 is judged by the second set of roots, not the first one's cache",
     );
-    assert.equal(dec.decode(out.stdout), "");
-    assert.deepEqual(refusalIn(dec.decode(out.stderr))?.roots, [w.outside]);
+    assert.equal(out.stdout, "");
+    assert.deepEqual(refusalIn(out.stderr)?.roots, [w.outside]);
     // 5 targets (the decoy is inside the second root; disk.3 no longer is) and 2 root sets, plus the
     // refusal, which resolves its roots again to name them.
-    const calls = (await Deno.readTextFile(`${w.base}/calls`)).trim().split("\n").length;
-    assert.equal(calls, 5 + 2 + 1);
+    assert.equal(out.realpaths, 5 + 2 + 1);
   });
 }
 
-/** Runs the prologue confine() emits for one target, with a realpath that counts its calls. */
-async function judgeTargets(
+/** Runs the prologue confine() emits for `targets`, counting its realpath calls. */
+function judgeTargets(
   shell: string,
   w: { base: string },
   c: Confinement,
   targets: { write?: string[]; remove?: string[] },
 ): Promise<{ code: number; stderr: string; stdout: string; realpaths: number }> {
-  const bin = `${w.base}/bin`;
-  await Deno.mkdir(bin, { recursive: true });
-  const real =
-    (await new Deno.Command("sh", { args: ["-c", "command -v realpath"], stdout: "piped" }).output())
-      .stdout;
-  await Deno.writeTextFile(
-    `${bin}/realpath`,
-    `#!/bin/sh\necho x >>${w.base}/calls\nexec ${new TextDecoder().decode(real).trim()} "$@"\n`,
-    { mode: 0o755 },
+  return runCountingRealpath(
+    shell,
+    w.base,
+    sh`${confine(c, "hv-test", targets)}
+echo PASSED`.text,
   );
-  await Deno.remove(`${w.base}/calls`).catch(() => {});
-  const script = sh`${confine(c, "hv-test", targets)}
-echo PASSED`;
-  const out = await new Deno.Command(shell, {
-    args: ["-c", script.text],
-    env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  const calls = await Deno.readTextFile(`${w.base}/calls`).catch(() => "");
-  return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-    realpaths: calls.split("\n").filter(Boolean).length,
-  };
 }
 
 for (const shell of ["sh", "bash"]) {
