@@ -469,7 +469,9 @@ ${
 ) 2>"$t/finerr"; then
   m=()
   while IFS= read -r _l; do case $_l in ONESTOR_*) ;; *) m+=("$_l") ;; esac; done <"$t/finerr"
-  printf 'ONESTOR_FINISH_FAIL %s\\n' "\${m[*]: -2}"
+  # The last two lines (a negative offset past the start would give none).
+  from=$(( \${#m[@]} > 2 ? \${#m[@]} - 2 : 0 ))
+  printf 'ONESTOR_FINISH_FAIL %s\\n' "\${m[*]:from}"
   onestor_lines <"$t/finerr" >&2
   exit 76
 fi
