@@ -97,6 +97,18 @@ export function launcherScript(
 }
 
 /**
+ * The bundle's dynamic imports of its own chunks, made opaque to Deno's module graph. Deno reads,
+ * parses and looks up the compiled code of every module a literal `import("./x.js")` names before
+ * the entry runs, so an action that needs a tenth of the bundle paid for all of it (every action's
+ * chunk was opened at start-up). Through `String(...)` the specifier is no longer a literal: Deno
+ * loads a chunk when the action asks for it. Measured: `--version` from 101 to 20 files opened and
+ * from 78 to 65 ms of CPU.
+ */
+export function deferChunkImports(js: string): string {
+  return js.replace(/(?<![.\w$])import\(("\.\/[A-Za-z0-9_.-]+\.js")\)/g, "import(String($1))");
+}
+
+/**
  * Bundles main.ts into `dir` (an entry `main.js` and one chunk per lazily loaded action), replacing
  * what was there; returns the entry, or null when bundling is not possible here (the launcher then
  * runs main.ts). Built next to a temporary name, so a running action never sees half of it.
@@ -124,6 +136,13 @@ export async function buildBundle(denoPath: string, mainPath: string, dir: strin
       env: { DENO_NO_UPDATE_CHECK: "1" },
     }).output();
     if (!out.success || !exists(`${tmp}/main.js`)) throw new Error(new TextDecoder().decode(out.stderr));
+    for (const entry of Deno.readDirSync(tmp)) {
+      if (!entry.isFile || !entry.name.endsWith(".js")) continue;
+      const file = `${tmp}/${entry.name}`;
+      const text = Deno.readTextFileSync(file);
+      const lazy = deferChunkImports(text);
+      if (lazy !== text) Deno.writeTextFileSync(file, lazy);
+    }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(tmp, dir);
     return `${dir}/main.js`;

@@ -21,6 +21,7 @@
  */
 
 import { raw, type ShellScript } from "../remote/shell.ts";
+import { frontendStateDir } from "../cache/state_dir.ts";
 
 /** Content checksum algorithms, by their TRANSFER_CHECKSUM name. */
 export type HashAlgorithm = "xxh128" | "blake2b" | "sha256" | "md5";
@@ -89,14 +90,44 @@ export function parseSumLines(text: string): Record<string, string> {
   return sums;
 }
 
-/** Whether the program of `algorithm` is on this machine's PATH (checked once per process). */
-const localCache = new Map<HashAlgorithm, boolean>();
+/** What this process learned of the front-end's programs, by state folder and program file. */
+const localCache = new Map<string, boolean>();
 
-/** Whether this machine (the front-end) can compute `algorithm`. */
-export function hasLocally(algorithm: HashAlgorithm): boolean {
-  const known = localCache.get(algorithm);
-  if (known !== undefined) return known;
+/** The program's path, size, mtime and inode on PATH, or null when it is not there (no process). */
+function programStamp(program: string): string | null {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    if (!dir) continue;
+    try {
+      const info = Deno.statSync(`${dir}/${program}`);
+      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) {
+        return `${dir}/${program}:${info.size}:${info.mtime?.getTime() ?? 0}:${info.ino ?? 0}`;
+      }
+    } catch { /* not in this folder */ }
+  }
+  return null;
+}
+
+/**
+ * Whether this machine (the front-end) can compute `algorithm`. The answer of running the program
+ * once is remembered in the state folder for the program file it ran (path, size, mtime, inode), so
+ * an action pays a stat of PATH instead of a process; installing or upgrading the program changes
+ * the file and asks again.
+ */
+export function hasLocally(algorithm: HashAlgorithm, stateDir: string = frontendStateDir()): boolean {
   const [program, ...args] = HASH_PROGRAMS[algorithm];
+  const stamp = programStamp(program);
+  if (stamp === null) return false;
+  const memo = `${stateDir}\0${stamp}`;
+  const known = localCache.get(memo);
+  if (known !== undefined) return known;
+  const file = `${stateDir}/hosts/local-${algorithm}.json`;
+  try {
+    const seen = JSON.parse(Deno.readTextFileSync(file));
+    if (seen.stamp === stamp && typeof seen.ok === "boolean") {
+      localCache.set(memo, seen.ok);
+      return seen.ok;
+    }
+  } catch { /* not asked yet */ }
   let ok = false;
   try {
     ok = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).outputSync()
@@ -104,7 +135,15 @@ export function hasLocally(algorithm: HashAlgorithm): boolean {
   } catch {
     ok = false;
   }
-  localCache.set(algorithm, ok);
+  localCache.set(memo, ok);
+  try {
+    Deno.mkdirSync(`${stateDir}/hosts`, { recursive: true });
+    const tmp = `${file}.${Deno.pid}.tmp`;
+    Deno.writeTextFileSync(tmp, JSON.stringify({ stamp, ok }));
+    Deno.renameSync(tmp, file);
+  } catch {
+    // Not remembered: the next action runs the program again.
+  }
   return ok;
 }
 
@@ -148,7 +187,9 @@ export function agreedAlgorithm(
   stateDir: string,
 ): HashAlgorithm {
   for (const host of hosts) {
-    const lacking = host === null ? !hasLocally(preferred) : hostLacks(stateDir, host).includes(preferred);
+    const lacking = host === null
+      ? !hasLocally(preferred, stateDir)
+      : hostLacks(stateDir, host).includes(preferred);
     if (lacking) return FALLBACK_ALGORITHM;
   }
   return preferred;

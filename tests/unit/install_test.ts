@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { DS_ACTIONS, TM_ACTIONS } from "../../actions/registry.ts";
 import { runCommand } from "../../core/remote/process.ts";
 import { installInto, onestor } from "../support/run_onestor.ts";
+import { deferChunkImports } from "../../core/install/installer.ts";
 
 function listDir(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -24,6 +25,17 @@ Deno.test("install lays a launcher and every action of the spec, and the symlink
     const entry = launcher.match(/\[ -f '([^']+)' \]/)?.[1];
     assert.ok(entry && Deno.statSync(entry).isFile, launcher);
     assert.match(launcher, /exec '[^']+' run .* "\$ONESTOR_MAIN" "\$@"/);
+    // Deno loads the action's chunks when the action asks for them, not all of them at start-up.
+    const bundleDir = entry!.slice(0, entry!.lastIndexOf("/"));
+    const chunks = [...Deno.readDirSync(bundleDir)].filter((e) => e.name.endsWith(".js"));
+    assert.ok(chunks.length > 10, "one chunk per action");
+    const lazy = chunks.filter((e) =>
+      /import\(String\("\.\/[^"]+\.js"\)\)/.test(Deno.readTextFileSync(`${bundleDir}/${e.name}`))
+    );
+    assert.ok(lazy.length > 0, "the entry loads action chunks lazily");
+    for (const e of chunks) {
+      assert.doesNotMatch(Deno.readTextFileSync(`${bundleDir}/${e.name}`), /\bimport\("\.\//, e.name);
+    }
 
     // TM monitor through its symlink: reads stdin, prints nothing, exit 0.
     const monitor = await runCommand([`${tm}/monitor`, "100"], { stdin: "PERTX0RSSVZFUl9BQ1RJT05fREFUQT4=" });
@@ -163,5 +175,16 @@ Deno.test("install --recovery-unit lays the systemd unit of the recovery daemon;
   } finally {
     await Deno.remove(remotes, { recursive: true });
     await Deno.remove(units, { recursive: true });
+  }
+});
+
+Deno.test("deferChunkImports hides only the bundle's own chunk specifiers from Deno's module graph", () => {
+  assert.equal(
+    deferChunkImports('const a = () => import("./clone-AB12.js"); import("./chunk-X_Y.js").then(f);'),
+    'const a = () => import(String("./clone-AB12.js")); import(String("./chunk-X_Y.js")).then(f);',
+  );
+  // Anything else is left as it is: remote or bare specifiers, expressions, a method named import.
+  for (const text of ['import("node:fs")', 'import("../x.js")', "import(name)", 'x.import("./a.js")']) {
+    assert.equal(deferChunkImports(text), text);
   }
 });
