@@ -17,6 +17,7 @@
 
 import { ConfigError, OnedError } from "../errors.ts";
 import { childElement, escapeXml, parseXml, type XmlElement, XmlParseError } from "./xml.ts";
+import { post, type PostAnswer, PostError } from "./http_post.ts";
 
 /** A decoded XML-RPC value. */
 export type XmlRpcValue =
@@ -200,23 +201,6 @@ function isFile(path: string): boolean {
   }
 }
 
-function describeFetchError(error: unknown, timeoutMs: number): { kind: OnedFailureKind; reason: string } {
-  if (error instanceof DOMException && (error.name === "TimeoutError" || error.name === "AbortError")) {
-    return { kind: "timeout", reason: `no answer within ${timeoutMs / 1000} s` };
-  }
-  const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : "";
-  const text = `${error instanceof Error ? error.message : String(error)} ${cause}`;
-  if (/connection refused/i.test(text)) return { kind: "unreachable", reason: "connection refused" };
-  if (/dns error|failed to lookup|name or service not known/i.test(text)) {
-    return { kind: "unreachable", reason: "cannot resolve its host name" };
-  }
-  if (/connection reset/i.test(text)) return { kind: "unreachable", reason: "connection reset" };
-  if (/no route to host|network is unreachable/i.test(text)) {
-    return { kind: "unreachable", reason: "no route to host" };
-  }
-  return { kind: "unreachable", reason: (cause || text).replace(/\s+/g, " ").trim() };
-}
-
 /** A client for the oned calls the drivers need. Nothing is cached across calls or processes. */
 export class OneClient {
   /** The XML-RPC endpoint in use. */
@@ -293,29 +277,29 @@ export class OneClient {
     const session = this.#resolveSession();
     const endpoint = this.endpoint;
     const details = { endpoint, method };
-    let response: Response;
-    let body: string;
+    let answer: PostAnswer;
     try {
-      response = await fetch(endpoint, {
-        method: "POST",
-        headers: { "content-type": "text/xml" },
-        body: encodeMethodCall(method, [session, ...params]),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      body = await response.text();
+      answer = await post(
+        endpoint,
+        encodeMethodCall(method, [session, ...params]),
+        "text/xml",
+        this.timeoutMs,
+      );
     } catch (error) {
-      const { kind, reason } = describeFetchError(error, this.timeoutMs);
+      const { kind, reason } = error instanceof PostError
+        ? error
+        : { kind: "unreachable" as const, reason: String(error) };
       throw new OnedCallError(`Cannot reach oned at ${endpoint}: ${reason}`, {
         ...details,
         kind,
         cause: error,
       });
     }
-    if (!response.ok) {
+    const body = answer.body;
+    if (answer.status < 200 || answer.status > 299) {
       throw new OnedCallError(
-        `oned at ${endpoint} answered ${method} with HTTP ${response.status} ${response.statusText}`
-          .trimEnd(),
-        { ...details, kind: "http", code: response.status },
+        `oned at ${endpoint} answered ${method} with HTTP ${answer.status} ${answer.statusText}`.trimEnd(),
+        { ...details, kind: "http", code: answer.status },
       );
     }
     let decoded: MethodResponse;
