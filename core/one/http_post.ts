@@ -118,7 +118,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
           : Infinity;
       }
     }
-    if (total >= expected) break;
+    if (expected >= 0 && total >= expected) break;
   }
   return joined();
 }

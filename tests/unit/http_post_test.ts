@@ -3,8 +3,11 @@ import { parseAnswer, post, PostError } from "../../core/one/http_post.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
-/** A TCP server on 127.0.0.1 that answers one connection with `answer` (after reading the request). */
-function rawServer(answer: (request: string) => string, keepOpen = false) {
+/**
+ * A TCP server on 127.0.0.1 that answers each connection with `answer` (after reading the request),
+ * in pieces of `piece` bytes a few milliseconds apart when asked (as oned writes its header lines).
+ */
+function rawServer(answer: (request: string) => string, keepOpen = false, piece = 0) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const requests: string[] = [];
   const open: Deno.Conn[] = [];
@@ -18,7 +21,11 @@ function rawServer(answer: (request: string) => string, keepOpen = false) {
         request += new TextDecoder().decode(buffer.subarray(0, n));
       }
       requests.push(request);
-      await conn.write(bytes(answer(request)));
+      const all = bytes(answer(request));
+      for (let at = 0; at < all.length; at += piece || all.length) {
+        await conn.write(all.subarray(at, at + (piece || all.length)));
+        if (piece) await new Promise((r) => setTimeout(r, 5));
+      }
       if (keepOpen) open.push(conn);
       else conn.close();
     }
@@ -54,6 +61,30 @@ Deno.test("post writes one HTTP/1.1 request and reads an answer of known length,
     assert.ok(request.endsWith("\r\n\r\n<é/>"));
   } finally {
     await server.close();
+  }
+});
+
+Deno.test("post reads an answer that arrives in pieces, a header line at a time", async () => {
+  for (
+    const [keepOpen, piece, size] of [[false, 17, 3000], [true, 17, 3000], [false, 1000, 3000], [
+      true,
+      1,
+      60,
+    ]] as const
+  ) {
+    const body = "<methodResponse>" + "x".repeat(size) + "</methodResponse>";
+    const server = rawServer(
+      () => `HTTP/1.1 200 OK\r\nContent-type: text/xml\r\nContent-length: ${body.length}\r\n\r\n${body}`,
+      keepOpen,
+      piece,
+    );
+    try {
+      const answer = await post(server.endpoint, "x", "text/xml", 10_000);
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body, body, `pieces of ${piece}`);
+    } finally {
+      await server.close();
+    }
   }
 });
 
