@@ -87,15 +87,6 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   let expected = -1;
-  const joined = () => {
-    const all = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      all.set(c, at);
-      at += c.length;
-    }
-    return all;
-  };
   for (;;) {
     const buffer = new Uint8Array(64 * 1024);
     const n = await conn.read(buffer);
@@ -107,7 +98,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     }
     if (expected < 0) {
       // A server that keeps the connection open after the answer is not waited for.
-      const all = joined();
+      const all = concat(chunks);
       const end = indexOfHeadEnd(all);
       if (end >= 0) {
         const head = new TextDecoder().decode(all.subarray(0, end));
@@ -120,7 +111,18 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     }
     if (expected >= 0 && total >= expected) break;
   }
-  return joined();
+  return concat(chunks);
+}
+
+/** The parts, one after the other, in one array. */
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /** Parses a whole HTTP/1.x answer (status line, headers, body by length, chunks or to the end). */
@@ -181,14 +183,7 @@ function dechunk(bytes: Uint8Array): Uint8Array {
     parts.push(bytes.subarray(start, start + size));
     at = start + size + 2;
   }
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 async function viaFetch(endpoint: string, body: string, contentType: string, timeoutMs: number) {

@@ -120,7 +120,8 @@ export function hasLocally(algorithm: HashAlgorithm, stateDir: string = frontend
   const memo = `${stateDir}\0${stamp}`;
   const known = localCache.get(memo);
   if (known !== undefined) return known;
-  const file = `${stateDir}/hosts/local-${algorithm}.json`;
+  // Not under hosts/, whose files are named after hosts.
+  const file = `${stateDir}/programs/${algorithm}.json`;
   try {
     const seen = JSON.parse(Deno.readTextFileSync(file));
     if (seen.stamp === stamp && typeof seen.ok === "boolean") {
@@ -137,7 +138,7 @@ export function hasLocally(algorithm: HashAlgorithm, stateDir: string = frontend
   }
   localCache.set(memo, ok);
   try {
-    Deno.mkdirSync(`${stateDir}/hosts`, { recursive: true });
+    Deno.mkdirSync(`${stateDir}/programs`, { recursive: true });
     const tmp = `${file}.${Deno.pid}.tmp`;
     Deno.writeTextFileSync(tmp, JSON.stringify({ stamp, ok }));
     Deno.renameSync(tmp, file);

@@ -36,8 +36,8 @@ Deno.test("the front-end asks its hash program once per program file, remembered
 
     // Another process (another state folder holding what the first one wrote) does not run it.
     const second = `${dir}/state2`;
-    Deno.mkdirSync(`${second}/hosts`, { recursive: true });
-    Deno.copyFileSync(`${first}/hosts/local-xxh128.json`, `${second}/hosts/local-xxh128.json`);
+    Deno.mkdirSync(`${second}/programs`, { recursive: true });
+    Deno.copyFileSync(`${first}/programs/xxh128.json`, `${second}/programs/xxh128.json`);
     assert.equal(hasLocally("xxh128", second), true);
     assert.equal(runs(counter), 1, "remembered in the state folder");
 
