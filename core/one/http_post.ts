@@ -8,6 +8,8 @@
  * @module
  */
 
+import { concatBytes } from "../bytes.ts";
+
 /** What came back. */
 export interface PostAnswer {
   status: number;
@@ -98,7 +100,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     }
     if (expected < 0) {
       // A server that keeps the connection open after the answer is not waited for.
-      const all = concat(chunks);
+      const all = concatBytes(chunks);
       const end = indexOfHeadEnd(all);
       if (end >= 0) {
         const head = new TextDecoder().decode(all.subarray(0, end));
@@ -111,18 +113,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
     }
     if (expected >= 0 && total >= expected) break;
   }
-  return concat(chunks);
-}
-
-/** The parts, one after the other, in one array. */
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 /** Parses a whole HTTP/1.x answer (status line, headers, body by length, chunks or to the end). */
@@ -183,7 +174,7 @@ function dechunk(bytes: Uint8Array): Uint8Array {
     parts.push(bytes.subarray(start, start + size));
     at = start + size + 2;
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 async function viaFetch(endpoint: string, body: string, contentType: string, timeoutMs: number) {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "../bytes.ts";
 import { ToolError } from "../errors.ts";
 
 /** What to feed a child's standard input. */
@@ -89,12 +90,7 @@ class Capture {
     }
   }
   bytes(): Uint8Array {
-    const out = new Uint8Array(this.#size);
-    let off = 0;
-    for (const c of this.#chunks) {
-      out.set(c, off);
-      off += c.length;
-    }
+    const out = concatBytes(this.#chunks);
     if (this.keep === "tail" && out.length > this.limit) return out.subarray(out.length - this.limit);
     return out;
   }

@@ -23,6 +23,7 @@
 import { dirname, normalize, resolve } from "node:path";
 import { CpuAccounting, type CpuSeconds } from "./cpu_accounting.ts";
 import { childPids as children } from "./processes.ts";
+import { concatBytes } from "../../core/bytes.ts";
 
 /** Names of the hosts of a default lab. */
 export const LAB_HOSTS = ["frontend", "replica", "hv1", "hv2"] as const;
@@ -281,16 +282,6 @@ async function listening(address: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }
 
 /** Writes a file atomically (temp name, then rename) with the given mode. */
@@ -1005,7 +996,7 @@ export class Lab {
       } catch {
         // Cancelled after a timeout.
       }
-      return new TextDecoder().decode(concat(chunks));
+      return new TextDecoder().decode(concatBytes(chunks));
     };
     let timedOut = false;
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
